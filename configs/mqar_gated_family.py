@@ -1,0 +1,41 @@
+"""MQAR at equal state size for the linear-attention family (CPU-sized).
+
+Two layers of one mixer, 2 heads of key and value width 32 (state 2·32·32 floats per layer
+for every mixer), the same short conv (kernel 4) everywhere. ``experiments/mqar_gated_family.py``
+swaps ``model.pattern`` over gated_deltanet / deltanet / gla / linear_attention.
+
+Launch: memarch train --config configs/mqar_gated_family.py model.pattern=GG
+"""
+
+from memarch.models import LMConfig
+from memarch.train.config import DataConfig, OptimConfig, TrainConfig
+
+_SAME_STATE = {"head_dim": 32, "expand_v": 1.0, "short_conv": 4}
+
+
+def get_config() -> TrainConfig:
+    return TrainConfig(
+        name="gated_family",
+        model=LMConfig(
+            vocab_size=256,  # = data.vocab_size
+            d_model=64,  # residual width
+            num_heads=2,  # heads per mixer
+            pattern="GG",  # two Gated DeltaNet layers (the experiment swaps this)
+            mlp_hidden=0,  # no MLP, as in Zoology's MQAR models
+            mixer_options={  # equal state size and conv for every mixer of the family
+                name: dict(_SAME_STATE)
+                for name in ("gated_deltanet", "deltanet", "gla", "linear_attention", "hgrn2")
+            },
+        ),
+        data=DataConfig(
+            vocab_size=256,  # keys 1..127, values 128..255
+            train_slices=((64, 8), (128, 16), (128, 24), (128, 32)),  # (L, pairs)
+            eval_slices=((64, 8), (128, 16), (128, 24), (128, 32)),
+            num_train_examples=20_000,  # per slice
+            num_eval_examples=256,  # per slice
+        ),
+        optim=OptimConfig(learning_rate=3e-3, warmup_steps=100, weight_decay=0.1),
+        batch_size=64,  # sequences per step
+        num_steps=800,  # optimiser steps
+        log_every=100,  # steps between logged metrics
+    )

@@ -1,0 +1,1 @@
+"""memarch: memory in sequence models, in JAX."""

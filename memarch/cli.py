@@ -1,0 +1,80 @@
+"""``memarch`` command line: ``train``, ``eval`` and ``demo`` (later: ``ablate``, ``bench``).
+
+    memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learning_rate=1e-3
+    memarch eval  --config configs/mqar_attention.py --workdir runs/attn
+    memarch demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_train(args) -> int:
+    from memarch.eval.mqar import markdown_table
+    from memarch.train.config import apply_overrides, load_config
+    from memarch.train.trainer import train
+
+    cfg = apply_overrides(load_config(args.config), args.overrides)
+    workdir = args.workdir or f"runs/{cfg.name}"
+    res = train(cfg, workdir=workdir, progress=not args.no_progress)
+    for row in res.history:
+        print(f"step {row['step']:6d}  loss {row['loss']:.4f}  acc {row['accuracy']:.3f}")
+    print(markdown_table({cfg.name: res.evals[-1]["accuracy"]}))
+    print(f"saved to {workdir} ({res.wall_time:.0f} s)")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from memarch.eval.mqar import evaluate_mqar, markdown_table
+    from memarch.train.config import apply_overrides, load_config
+    from memarch.train.trainer import build_model, load_params
+
+    cfg = apply_overrides(load_config(args.config), args.overrides)
+    model = load_params(build_model(cfg), Path(args.workdir) / "params")
+    print(markdown_table({cfg.name: evaluate_mqar(model, cfg.data)}))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from memarch.demo import run_demo
+
+    run_demo(args.out, args.overrides, progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memarch", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one config")
+    t.add_argument("--config", required=True, help="a configs/*.py file with get_config()")
+    t.add_argument("--workdir", help="run directory (default runs/<name>)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    t.set_defaults(func=_cmd_train)
+    e = sub.add_parser("eval", help="evaluate saved parameters on the config's eval slices")
+    e.add_argument("--config", required=True, help="the config the run was trained with")
+    e.add_argument("--workdir", required=True, help="the run directory of `memarch train`")
+    e.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    e.set_defaults(func=_cmd_eval)
+    d = sub.add_parser("demo", help="MQAR: attention vs linear attention vs hybrid (CPU)")
+    d.add_argument("--out", default="runs/demo", help="output folder (table, plot, runs)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument("overrides", nargs="*", help="key.sub=value overrides for all three configs")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:  # bad input: one clear line, no traceback
+        print(f"memarch {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""grain input pipelines for training and evaluation.
+
+Training batches are random-access: ``dataset[step]`` is a pure function of the config and
+the step, so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import grain
+import numpy as np
+
+from memarch.data.mqar import MQARConfig, MQARSource
+from memarch.train.config import DataConfig
+
+TASKS = ("mqar",)
+
+
+def _check_task(cfg: DataConfig) -> None:
+    if cfg.task not in TASKS:
+        raise ValueError(f"data.task must be one of {list(TASKS)}; got {cfg.task!r}")
+    if not cfg.train_slices:
+        raise ValueError("data.train_slices must list at least one (seq_len, num_pairs)")
+
+
+def mqar_config(cfg: DataConfig, seq_len: int, num_pairs: int) -> MQARConfig:
+    """The MQAR slice ``(seq_len, num_pairs)`` with the data config's shared fields."""
+    mq = MQARConfig(
+        vocab_size=cfg.vocab_size, seq_len=seq_len, num_pairs=num_pairs,
+        power_a=cfg.power_a, num_passes=cfg.num_passes,
+    )
+    mq.validate()
+    return mq
+
+
+def train_dataset(cfg: DataConfig, batch_size: int) -> grain.MapDataset:
+    """Endless shuffled mixture of the training slices, right-padded to the longest, batched.
+
+    Each element is ``{"inputs": int32[B, L], "targets": int32[B, L]}``.
+    """
+    _check_task(cfg)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    pad_to = max(length for length, _ in cfg.train_slices)
+    parts = [
+        grain.MapDataset.source(
+            MQARSource(mqar_config(cfg, length, pairs), seed=cfg.seed + 1000 * i,
+                       num_examples=cfg.num_train_examples, pad_to=pad_to)
+        )
+        for i, (length, pairs) in enumerate(cfg.train_slices)
+    ]
+    mixed = grain.MapDataset.mix(parts) if len(parts) > 1 else parts[0]
+    return mixed.shuffle(seed=cfg.seed).repeat().batch(batch_size, drop_remainder=True)
+
+
+def eval_batches(cfg: DataConfig, seq_len: int, num_pairs: int, batch_size: int):
+    """Yields test batches of one slice (seeded by ``eval_seed``, disjoint from training)."""
+    src = MQARSource(mqar_config(cfg, seq_len, num_pairs), seed=cfg.eval_seed,
+                     num_examples=cfg.num_eval_examples)
+    ds = grain.MapDataset.source(src).batch(batch_size)
+    for i in range(len(ds)):
+        batch = ds[i]
+        yield {k: np.asarray(v) for k, v in batch.items()}

@@ -1,0 +1,15 @@
+"""Sequence mixers behind one protocol (see :mod:`memarch.mixers.protocol`).
+
+``available()`` lists the registered names; ``build(name, d_model=, num_heads=, rngs=,
+**options)`` makes one. Importing this package registers every built-in mixer.
+"""
+
+from memarch.mixers import attention as _attention  # noqa: F401  (registers attention, swa)
+from memarch.mixers import deltanet as _deltanet  # noqa: F401  (deltanet, gated_deltanet)
+from memarch.mixers import gla as _gla  # noqa: F401
+from memarch.mixers import hgrn2 as _hgrn2  # noqa: F401
+from memarch.mixers import linear_attention as _linear_attention  # noqa: F401
+from memarch.mixers._registry import available, build, config_class, letters, register
+from memarch.mixers.protocol import Mixer
+
+__all__ = ["Mixer", "available", "build", "config_class", "letters", "register"]

@@ -1,0 +1,175 @@
+"""Typed experiment configs and ``key.sub=value`` overrides.
+
+A config file is a Python module in ``configs/`` with ``get_config() -> TrainConfig``.
+Overrides from the command line are applied with :func:`apply_overrides`; an unknown key or a
+value of the wrong type is rejected with the closest valid key named.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from memarch.models.lm import LMConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    task: str = "mqar"  # training task; "mqar" (multi-query associative recall)
+    vocab_size: int = 256  # task vocabulary (keys from the lower half, values from the upper)
+    train_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
+    eval_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
+    num_train_examples: int = 20_000  # distinct training examples per slice
+    num_eval_examples: int = 256  # test examples per slice
+    power_a: float = 0.01  # MQAR query placement exponent (small = queries near the context)
+    num_passes: int = 1  # times the key-value context is repeated (JRT-style)
+    seed: int = 0  # training data seed
+    eval_seed: int = 12345  # test data seed (different from training)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 1e-3  # peak learning rate
+    schedule: str = "cosine"  # cosine (warmup then cosine decay) | constant (after warmup)
+    warmup_steps: int = 100  # linear warmup from 0
+    end_lr_ratio: float = 0.0  # final lr / peak lr for the cosine schedule
+    weight_decay: float = 0.1  # AdamW decoupled weight decay (matrices only)
+    b1: float = 0.9  # Adam β1
+    b2: float = 0.98  # Adam β2
+    grad_clip: float = 1.0  # global-norm gradient clipping; 0 disables
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    name: str = "run"  # run name (tables, plots, run directory)
+    model: LMConfig = dataclasses.field(default_factory=LMConfig)  # the language model
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)  # the task
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)  # the optimiser
+    batch_size: int = 64  # sequences per step
+    num_steps: int = 2000  # optimiser steps
+    eval_every: int = 0  # evaluate every n steps (0 = only at the end)
+    log_every: int = 100  # log training metrics every n steps
+    seed: int = 0  # parameter-initialisation seed
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Imports a config file and returns its ``get_config()``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"memarch_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {str(path)!r} must define get_config()")
+    cfg = module.get_config()
+    if not isinstance(cfg, TrainConfig):
+        raise ValueError(f"{path}: get_config() must return a TrainConfig; got {type(cfg)}")
+    return cfg
+
+
+def _field_paths(cfg: Any, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out.append(prefix + f.name)
+        if dataclasses.is_dataclass(value):
+            out += _field_paths(value, prefix + f.name + ".")
+    return out
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Loose runtime check of ``value`` against a field annotation."""
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _parse(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string such as model.pattern=LLLA
+
+
+def _to_tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_to_tuples(v) for v in value)
+    return value
+
+
+def _set(cfg: Any, path: list[str], value: Any, full: str, root: Any) -> Any:
+    hints = typing.get_type_hints(type(cfg))
+    name = path[0]
+    names = [f.name for f in dataclasses.fields(cfg)]
+    if name not in names:
+        close = difflib.get_close_matches(full, _field_paths(root), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown config key {full!r}{hint}")
+    current = getattr(cfg, name)
+    if len(path) > 1:
+        if isinstance(current, dict):
+            new = dict(current)
+            new[path[1]] = _set_in_dict(current.get(path[1], {}), path[2:], value, full)
+            return dataclasses.replace(cfg, **{name: new})
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"config key {full!r}: {name!r} is a value, not a section")
+        return dataclasses.replace(cfg, **{name: _set(current, path[1:], value, full, root)})
+    value = _to_tuples(value)
+    if not _matches(value, hints[name]):
+        raise ValueError(
+            f"config key {full!r} expects {hints[name]}; got {value!r} ({type(value).__name__})"
+        )
+    if hints[name] is float and isinstance(value, int):
+        value = float(value)
+    return dataclasses.replace(cfg, **{name: value})
+
+
+def _set_in_dict(d: Any, path: list[str], value: Any, full: str) -> Any:
+    if not path:
+        return _to_tuples(value)
+    if not isinstance(d, dict):
+        raise ValueError(f"config key {full!r}: cannot index into {d!r}")
+    new = dict(d)
+    new[path[0]] = _set_in_dict(d.get(path[0], {}), path[1:], value, full)
+    return new
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Applies ``key.sub=value`` strings (values parsed as Python literals, else strings)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.sub=value")
+        key, text = item.split("=", 1)
+        cfg = _set(cfg, key.strip().split("."), _parse(text.strip()), key.strip(), cfg)
+    return cfg
+
+
+def config_to_json(cfg: Any) -> str:
+    """The resolved config as JSON (saved beside every run)."""
+    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)

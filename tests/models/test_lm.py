@@ -1,0 +1,99 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from memarch.models import LM, LMConfig, generate
+from memarch.testing import assert_close
+
+CFG = LMConfig(vocab_size=50, d_model=32, num_heads=2, pattern="LSA", mlp_hidden=48,
+               mixer_options={"swa": {"window": 4}, "linear_attention": {"chunk_size": 16}})
+
+
+def tokens(b, t, seed=0):
+    return jax.random.randint(jax.random.key(seed), (b, t), 0, CFG.vocab_size)
+
+
+def test_forward_shapes_and_layers():
+    model = LM(CFG, rngs=nnx.Rngs(0))
+    logits, cache = model(tokens(2, 11))
+    assert logits.shape == (2, 11, 50) and cache is None
+    assert model.layer_names == ("linear_attention", "swa", "attention")
+
+
+def test_tied_vs_untied_head():
+    tied = LM(CFG, rngs=nnx.Rngs(0))
+    untied = LM(LMConfig(**{**CFG.__dict__, "tie_embeddings": False}), rngs=nnx.Rngs(0))
+    n_tied = sum(x.size for x in jax.tree.leaves(nnx.state(tied, nnx.Param)))
+    n_untied = sum(x.size for x in jax.tree.leaves(nnx.state(untied, nnx.Param)))
+    assert n_untied - n_tied == 50 * 32
+
+
+def test_ratio_stack():
+    cfg = LMConfig(vocab_size=20, d_model=16, num_heads=2, pattern=None, num_layers=4, ratio=1,
+                   linear_mixer="linear_attention")
+    assert LM(cfg, rngs=nnx.Rngs(0)).layer_names == ("linear_attention", "attention") * 2
+
+
+def test_prefill_decode_matches_full_forward():
+    model = LM(CFG, rngs=nnx.Rngs(1))
+    x = tokens(2, 23, seed=3)
+    full, _ = model(x)
+    cache = model.init_cache(2, 23)
+    outs = []
+    y, cache = model(x[:, :9], cache=cache)
+    outs.append(y)
+    for t in range(9, 23):
+        y, cache = model(x[:, t : t + 1], cache=cache)
+        outs.append(y)
+    assert_close("lm decode", jnp.concatenate(outs, 1), full, 1e-5)
+
+
+def test_packed_matches_separate():
+    model = LM(CFG, rngs=nnx.Rngs(2))
+    x = tokens(1, 30, seed=4)
+    seg = jnp.asarray([[0] * 12 + [1] * 18])
+    packed, _ = model(x, segment_ids=seg)
+    a, _ = model(x[:, :12])
+    b, _ = model(x[:, 12:])
+    assert_close("lm packed", packed, jnp.concatenate([a, b], 1), 1e-5)
+
+
+def test_greedy_generation_matches_argmax_of_full_forward():
+    model = LM(CFG, rngs=nnx.Rngs(3))
+    prompt = tokens(2, 5, seed=5)
+    out = generate(model, prompt, max_new_tokens=6)
+    assert out.shape == (2, 11)
+    np.testing.assert_array_equal(out[:, :5], prompt)
+    # each generated token is the argmax of a no-cache forward over what precedes it
+    logits, _ = model(out[:, :-1])
+    np.testing.assert_array_equal(out[:, 5:], jnp.argmax(logits[:, 4:], -1))
+
+
+def test_sampling_uses_rng_and_temperature():
+    model = LM(CFG, rngs=nnx.Rngs(3))
+    prompt = tokens(4, 3, seed=6)
+    a = generate(model, prompt, max_new_tokens=8, temperature=1.0, rng=jax.random.key(0))
+    b = generate(model, prompt, max_new_tokens=8, temperature=1.0, rng=jax.random.key(0))
+    c = generate(model, prompt, max_new_tokens=8, temperature=1.0, rng=jax.random.key(1))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert int(a.min()) >= 0 and int(a.max()) < CFG.vocab_size
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": 2, "temperature": -1.0},
+                                                "temperature"),
+    ({"max_new_tokens": 2, "temperature": 0.5}, "rng"),
+])
+def test_generate_rejects_bad_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        generate(LM(CFG, rngs=nnx.Rngs(0)), tokens(1, 3), **kw)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="either pattern or"):
+        LMConfig(pattern="AA", num_layers=2, ratio=1).layer_names()
+    with pytest.raises(ValueError, match="vocab_size"):
+        LM(LMConfig(vocab_size=1), rngs=nnx.Rngs(0))
