@@ -49,8 +49,7 @@ OPS = ("linear_attention", "gla_channel", "gla_head", "delta_rule", "gated_delta
 
 def timed(fn, impl: str, args, repeats: int) -> float:
     n = len(args)
-    f = jax.jit(jax.value_and_grad(
-        lambda *a: _loss(fn, impl, a), argnums=tuple(range(n))))
+    f = jax.jit(jax.value_and_grad(lambda *a: _loss(fn, impl, a), argnums=tuple(range(n))))
     jax.block_until_ready(f(*args))  # compile
     best = float("inf")
     for _ in range(repeats):
@@ -68,11 +67,16 @@ def _loss(fn, impl, args):
 def check(op: str) -> float:
     """Chunk vs naive on a small case (outputs and gradients); returns the worst rel. RMS."""
     fn, args = make_inputs(op, 1, 75, 2, 24, seed=1)
-    grads = [jax.grad(lambda *a, i=impl: _loss(fn, i, a), argnums=tuple(range(len(args))))(*args)
-             for impl in ("chunk", "naive")]
+    grads = [
+        jax.grad(lambda *a, i=impl: _loss(fn, i, a), argnums=tuple(range(len(args))))(*args)
+        for impl in ("chunk", "naive")
+    ]
     outs = [fn(*args, impl=impl, output_final_state=True) for impl in ("chunk", "naive")]
-    errs = [rel_rms(a, b) for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]))]
-    errs += [rel_rms(a, b) for a, b in zip(grads[0], grads[1])]
+    errs = [
+        rel_rms(a, b)
+        for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1]), strict=True)
+    ]
+    errs += [rel_rms(a, b) for a, b in zip(grads[0], grads[1], strict=True)]
     return max(errs)
 
 

@@ -35,35 +35,46 @@ def main() -> None:
     base = apply_overrides(load_config(ROOT / "configs" / "mqar_gated_family.py"), a.overrides)
     if a.steps:
         base = dataclasses.replace(base, num_steps=a.steps)
-    results, means = {}, {}
+    results, means, stds = {}, {}, {}
     for name, pattern in ORDER:
         per_seed = []
         for seed in a.seeds:
             cfg = dataclasses.replace(
-                base, name=name, seed=seed,
+                base,
+                name=name,
+                seed=seed,
                 model=dataclasses.replace(base.model, pattern=pattern),
                 data=dataclasses.replace(base.data, seed=seed),
             )
             res = train(cfg)
             per_seed.append(res.evals[-1]["accuracy"])
-            print(f"{name} seed {seed}: {res.wall_time:.0f}s "
-                  f"mean acc {np.mean(list(per_seed[-1].values())):.3f}", flush=True)
+            print(
+                f"{name} seed {seed}: {res.wall_time:.0f}s "
+                f"mean acc {np.mean(list(per_seed[-1].values())):.3f}",
+                flush=True,
+            )
         results[name] = {s: float(np.mean([r[s] for r in per_seed])) for s in per_seed[0]}
-        means[name] = float(np.mean(list(results[name].values())))
+        per_seed_means = [np.mean(list(r.values())) for r in per_seed]
+        means[name], stds[name] = float(np.mean(per_seed_means)), float(np.std(per_seed_means))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(results)
-    ordered = all(means[x] >= means[y] for (x, _), (y, _) in zip(ORDER, ORDER[1:]))
+    pairs = list(zip([n for n, _ in ORDER], [n for n, _ in ORDER[1:]], strict=False))
+    strict = all(means[x] >= means[y] for x, y in pairs)
+    # within seed noise: x may trail y by at most the larger of their standard deviations
+    noisy = all(means[x] >= means[y] - max(stds[x], stds[y]) for x, y in pairs)
+    summary = "\n".join(f"- {n}: {means[n]:.3f} ± {stds[n]:.3f}" for n, _ in ORDER)
     state = base.model.num_heads * 32 * 32
     text = (
         f"# MQAR, equal state ({state} floats per layer, 2 layers), seeds {a.seeds}, "
         f"{base.num_steps} steps\n\n{table}\n\n"
-        f"Literature ordering GDN ≥ DeltaNet ≥ GLA ≥ linear attention (mean accuracy): "
-        f"{'reproduced' if ordered else 'NOT reproduced'}\n"
+        f"Mean accuracy over slices (mean ± std over seeds):\n{summary}\n\n"
+        f"Literature ordering GDN ≥ DeltaNet ≥ GLA ≥ linear attention: strictly "
+        f"{'reproduced' if strict else 'NOT reproduced'}; within seed noise "
+        f"{'reproduced' if noisy else 'NOT reproduced'}\n"
     )
     (out / "mqar_gated_family.md").write_text(text)
-    plot_accuracy(results, str(out / "mqar_gated_family.png"),
-                  title="MQAR at equal state size")
+    plot_accuracy(results, str(out / "mqar_gated_family.png"), title="MQAR at equal state size")
     print("\n" + text)
 
 

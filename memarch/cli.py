@@ -1,8 +1,8 @@
 """``memarch`` command line: ``train``, ``eval`` and ``demo`` (later: ``ablate``, ``bench``).
 
-    memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learning_rate=1e-3
-    memarch eval  --config configs/mqar_attention.py --workdir runs/attn
-    memarch demo
+memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learning_rate=1e-3
+memarch eval  --config configs/mqar_attention.py --workdir runs/attn
+memarch demo
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ def configs_dir() -> Path:
     return here
 
 
-def run_demo(out_dir: str | Path = "runs/demo", overrides: list[str] | None = None,
-             *, progress: bool = True) -> dict:
+def run_demo(
+    out_dir: str | Path = "runs/demo", overrides: list[str] | None = None, *, progress: bool = True
+) -> dict:
     """Trains the three demo configs; returns ``{name: {(L, N): accuracy}}``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,9 @@ def run_demo(out_dir: str | Path = "runs/demo", overrides: list[str] | None = No
     plot_accuracy(results, str(plot), title="MQAR accuracy, d_model 64, 2 layers")
     total = time.perf_counter() - start
     report = (
-        "# MQAR demo\n\n" + table + "\n\n"
+        "# MQAR demo\n\n"
+        + table
+        + "\n\n"
         + "\n".join(f"- {n}: {t:.0f} s" for n, t in times.items())
         + f"\n- total: {total:.0f} s\n"
     )

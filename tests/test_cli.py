@@ -15,8 +15,10 @@ SMOKE = ["num_steps=1", "batch_size=4", "data.num_eval_examples=4", "log_every=1
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_one_step_of_every_config(path, tmp_path, capsys):
-    assert main(["train", "--config", str(path), "--workdir", str(tmp_path), "--no-progress",
-                 *SMOKE]) == 0
+    assert (
+        main(["train", "--config", str(path), "--workdir", str(tmp_path), "--no-progress", *SMOKE])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "step      1  loss" in out and "| model |" in out
     assert (tmp_path / "params").is_dir() and (tmp_path / "config.json").is_file()
@@ -24,19 +26,24 @@ def test_one_step_of_every_config(path, tmp_path, capsys):
 
 def test_train_then_eval(tmp_path, capsys):
     cfg = str(ROOT / "configs" / "mqar_attention.py")
-    assert main(["train", "--config", cfg, "--workdir", str(tmp_path), "--no-progress",
-                 *SMOKE]) == 0
+    assert (
+        main(["train", "--config", cfg, "--workdir", str(tmp_path), "--no-progress", *SMOKE]) == 0
+    )
     trained_table = capsys.readouterr().out.split("| model |")[1].split("saved to")[0]
-    assert main(["eval", "--config", cfg, "--workdir", str(tmp_path),
-                 "data.num_eval_examples=4"]) == 0
+    assert (
+        main(["eval", "--config", cfg, "--workdir", str(tmp_path), "data.num_eval_examples=4"]) == 0
+    )
     assert capsys.readouterr().out.split("| model |")[1].strip() == trained_table.strip()
 
 
-@pytest.mark.parametrize("args,match", [
-    (["optim.learning_rat=1"], "did you mean 'optim.learning_rate'"),
-    (["model.pattern=LXA"], "unknown letters"),
-    (["data.vocab_size=8"], "vocab_size"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["optim.learning_rat=1"], "did you mean 'optim.learning_rate'"),
+        (["model.pattern=LXA"], "unknown letters"),
+        (["data.vocab_size=8"], "vocab_size"),
+    ],
+)
 def test_bad_input_is_one_clear_line(args, match, capsys):
     cfg = str(ROOT / "configs" / "mqar_attention.py")
     assert main(["train", "--config", cfg, "--no-progress", *args]) == 2

@@ -9,8 +9,8 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from memarch.data.config import DataConfig
 from memarch.data.mqar import MQARConfig, MQARSource
-from memarch.train.config import DataConfig
 
 TASKS = ("mqar",)
 
@@ -25,8 +25,11 @@ def _check_task(cfg: DataConfig) -> None:
 def mqar_config(cfg: DataConfig, seq_len: int, num_pairs: int) -> MQARConfig:
     """The MQAR slice ``(seq_len, num_pairs)`` with the data config's shared fields."""
     mq = MQARConfig(
-        vocab_size=cfg.vocab_size, seq_len=seq_len, num_pairs=num_pairs,
-        power_a=cfg.power_a, num_passes=cfg.num_passes,
+        vocab_size=cfg.vocab_size,
+        seq_len=seq_len,
+        num_pairs=num_pairs,
+        power_a=cfg.power_a,
+        num_passes=cfg.num_passes,
     )
     mq.validate()
     return mq
@@ -43,8 +46,12 @@ def train_dataset(cfg: DataConfig, batch_size: int) -> grain.MapDataset:
     pad_to = max(length for length, _ in cfg.train_slices)
     parts = [
         grain.MapDataset.source(
-            MQARSource(mqar_config(cfg, length, pairs), seed=cfg.seed + 1000 * i,
-                       num_examples=cfg.num_train_examples, pad_to=pad_to)
+            MQARSource(
+                mqar_config(cfg, length, pairs),
+                seed=cfg.seed + 1000 * i,
+                num_examples=cfg.num_train_examples,
+                pad_to=pad_to,
+            )
         )
         for i, (length, pairs) in enumerate(cfg.train_slices)
     ]
@@ -54,8 +61,9 @@ def train_dataset(cfg: DataConfig, batch_size: int) -> grain.MapDataset:
 
 def eval_batches(cfg: DataConfig, seq_len: int, num_pairs: int, batch_size: int):
     """Yields test batches of one slice (seeded by ``eval_seed``, disjoint from training)."""
-    src = MQARSource(mqar_config(cfg, seq_len, num_pairs), seed=cfg.eval_seed,
-                     num_examples=cfg.num_eval_examples)
+    src = MQARSource(
+        mqar_config(cfg, seq_len, num_pairs), seed=cfg.eval_seed, num_examples=cfg.num_eval_examples
+    )
     ds = grain.MapDataset.source(src).batch(batch_size)
     for i in range(len(ds)):
         batch = ds[i]

@@ -1,1 +1,5 @@
-"""memarch.eval."""
+"""Recall evaluation, tables and plots."""
+
+from memarch.eval.mqar import evaluate_mqar, markdown_table, plot_accuracy
+
+__all__ = ["evaluate_mqar", "markdown_table", "plot_accuracy"]

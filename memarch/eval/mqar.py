@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from memarch.data.config import DataConfig
+from memarch.data.mqar import IGNORE_INDEX
 from memarch.data.pipeline import eval_batches
-from memarch.train.config import DataConfig
-from memarch.train.step import make_eval_step
+from memarch.models.forward import forward
+
+
+def make_eval_step(graphdef: Any):
+    """Returns ``step(model_state, batch) -> (correct [B, T] bool, mask [B, T] bool)``."""
+
+    @jax.jit
+    def eval_step(state, batch):
+        model = nnx.merge(graphdef, state)
+        logits, _, _ = forward(model, batch)
+        mask = batch["targets"] != IGNORE_INDEX
+        return (jnp.argmax(logits, -1) == batch["targets"]) & mask, mask
+
+    return eval_step
 
 
 def evaluate_mqar(
@@ -46,8 +63,12 @@ def markdown_table(results: Mapping[str, Mapping[tuple[int, int], float]]) -> st
     return "\n".join(rows)
 
 
-def plot_accuracy(results: Mapping[str, Mapping[tuple[int, int], float]], path: str,
-                  *, title: str = "MQAR accuracy") -> None:
+def plot_accuracy(
+    results: Mapping[str, Mapping[tuple[int, int], float]],
+    path: str,
+    *,
+    title: str = "MQAR accuracy",
+) -> None:
     """Grouped bar chart of accuracy per (L, N) slice for each model, saved as PNG."""
     import matplotlib
 

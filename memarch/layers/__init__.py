@@ -1,1 +1,16 @@
-"""memarch.layers."""
+"""Small shared blocks: norms, SwiGLU MLP, RoPE, short causal conv."""
+
+from memarch.layers.mlp import SwiGLU
+from memarch.layers.norms import GatedRMSNorm, RMSNorm, rms_normalize
+from memarch.layers.rope import apply_rope, segment_positions
+from memarch.layers.short_conv import ShortConv
+
+__all__ = [
+    "GatedRMSNorm",
+    "RMSNorm",
+    "ShortConv",
+    "SwiGLU",
+    "apply_rope",
+    "rms_normalize",
+    "segment_positions",
+]

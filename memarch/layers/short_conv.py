@@ -19,12 +19,15 @@ class ShortConv(nnx.Module):
     ``W − 1`` inputs, ``[B, W − 1, C]`` (oldest first).
     """
 
-    def __init__(self, channels: int, kernel_size: int = 4, *, activation: str = "silu",
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, channels: int, kernel_size: int = 4, *, activation: str = "silu", rngs: nnx.Rngs
+    ):
         if kernel_size < 1:
             raise ValueError(f"short conv kernel_size must be >= 1; got {kernel_size}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"short conv activation must be one of {ACTIVATIONS}; got {activation!r}")
+            raise ValueError(
+                f"short conv activation must be one of {ACTIVATIONS}; got {activation!r}"
+            )
         self.kernel_size = kernel_size
         self.activation = activation
         bound = kernel_size**-0.5

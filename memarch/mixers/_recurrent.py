@@ -57,12 +57,10 @@ class RecurrentCache:
 class RecurrentMixer(nnx.Module):
     """Base class; subclasses set ``op``/``step_op`` and may override ``feature_map``/``gates``."""
 
-    def __init__(self, config: RecurrentConfig, *, d_model: int, num_heads: int,
-                 rngs: nnx.Rngs):
+    def __init__(self, config: RecurrentConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs):
         if config.head_dim is None and d_model % num_heads:
             raise ValueError(
-                f"d_model ({d_model}) must be divisible by num_heads ({num_heads}), "
-                "or set head_dim"
+                f"d_model ({d_model}) must be divisible by num_heads ({num_heads}), or set head_dim"
             )
         self.config = config
         self.d_model = d_model
@@ -77,9 +75,7 @@ class RecurrentMixer(nnx.Module):
         self.v_proj = nnx.Linear(d_model, h * dv, use_bias=False, rngs=rngs)
         conv_width = h * ((2 if self.has_key_proj else 1) * dk + dv)
         self.conv = (
-            ShortConv(conv_width, config.short_conv, rngs=rngs)
-            if config.short_conv
-            else None
+            ShortConv(conv_width, config.short_conv, rngs=rngs) if config.short_conv else None
         )
         if config.output_gate:
             self.g_proj = nnx.Linear(d_model, h * dv, use_bias=False, rngs=rngs)
@@ -123,12 +119,19 @@ class RecurrentMixer(nnx.Module):
             length=jnp.zeros((), jnp.int32),
         )
 
-    def __call__(self, x: jax.Array, *, cache: RecurrentCache | None = None,
-                 segment_ids: jax.Array | None = None):
+    def __call__(
+        self,
+        x: jax.Array,
+        *,
+        cache: RecurrentCache | None = None,
+        segment_ids: jax.Array | None = None,
+    ):
         check_call(x, self.d_model, cache, segment_ids)
         b, t, _ = x.shape
         h, dk, dv = self.num_heads, self.key_dim, self.value_dim
-        projs = [self.q_proj(x)] + ([self.k_proj(x)] if self.has_key_proj else []) + [self.v_proj(x)]
+        projs = (
+            [self.q_proj(x)] + ([self.k_proj(x)] if self.has_key_proj else []) + [self.v_proj(x)]
+        )
         qkv = jnp.concatenate(projs, axis=-1)
         conv_cache = None
         if self.conv is not None:
@@ -145,7 +148,10 @@ class RecurrentMixer(nnx.Module):
             o = o[:, None]
         else:
             o, state = type(self).op(
-                q, k, v, *gates,
+                q,
+                k,
+                v,
+                *gates,
                 initial_state=None if cache is None else cache.state,
                 output_final_state=cache is not None,
                 segment_ids=segment_ids,

@@ -42,7 +42,9 @@ class AttentionConfig:
                 f"or None for full attention; got {self.window!r}"
             )
         if self.num_kv_heads is not None and self.num_kv_heads <= 0:
-            raise ValueError(f"num_kv_heads must be a positive int or None; got {self.num_kv_heads}")
+            raise ValueError(
+                f"num_kv_heads must be a positive int or None; got {self.num_kv_heads}"
+            )
         if self.head_dim is not None and self.head_dim <= 0:
             raise ValueError(f"head_dim must be a positive int or None; got {self.head_dim}")
 
@@ -103,8 +105,7 @@ class Attention(nnx.Module):
             )
         if config.head_dim is None and d_model % num_heads:
             raise ValueError(
-                f"d_model ({d_model}) must be divisible by num_heads ({num_heads}), "
-                "or set head_dim"
+                f"d_model ({d_model}) must be divisible by num_heads ({num_heads}), or set head_dim"
             )
         self.head_dim = config.head_dim or d_model // num_heads
         if config.rope and self.head_dim % 2:
@@ -165,8 +166,9 @@ class Attention(nnx.Module):
             ok &= kp > qp - self.window
         return ok
 
-    def __call__(self, x: jax.Array, *, cache: KVCache | None = None,
-                 segment_ids: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+    def __call__(
+        self, x: jax.Array, *, cache: KVCache | None = None, segment_ids: jax.Array | None = None
+    ) -> tuple[jax.Array, KVCache | None]:
         check_call(x, self.d_model, cache, segment_ids)
         b, t, _ = x.shape
         if cache is None:
@@ -183,9 +185,7 @@ class Attention(nnx.Module):
             new_cache = None
         else:
             q_pos = cache.length + jnp.arange(t, dtype=jnp.int32)
-            q, k, v, conv = self._project(
-                x, jnp.broadcast_to(q_pos, (b, t)), conv_cache=cache.conv
-            )
+            q, k, v, conv = self._project(x, jnp.broadcast_to(q_pos, (b, t)), conv_cache=cache.conv)
             k, v = k.astype(cache.k.dtype), v.astype(cache.v.dtype)
             if self.window is None:  # write into the fixed buffer, attend to all of it
                 new_cache = KVCache(

@@ -41,8 +41,9 @@ def check_decode_matches_full(mixer, x: jax.Array, prefix: int, *, tol: float = 
     return rel_rms(stepped, full)
 
 
-def check_packed_matches_separate(mixer, x: jax.Array, lengths: list[int], *,
-                                  tol: float = 1e-5) -> float:
+def check_packed_matches_separate(
+    mixer, x: jax.Array, lengths: list[int], *, tol: float = 1e-5
+) -> float:
     """Packs ``x [1, T, D]`` into segments of ``lengths`` (summing to T) and compares each
     segment's outputs with running that segment alone. Returns the worst relative RMS error."""
     if sum(lengths) != x.shape[1] or x.shape[0] != 1:
@@ -52,8 +53,9 @@ def check_packed_matches_separate(mixer, x: jax.Array, lengths: list[int], *,
     worst, start = 0.0, 0
     for n in lengths:
         alone, _ = mixer(x[:, start : start + n])
-        assert_close(f"packed segment [{start}, {start + n})", packed[:, start : start + n],
-                     alone, tol)
+        assert_close(
+            f"packed segment [{start}, {start + n})", packed[:, start : start + n], alone, tol
+        )
         worst = max(worst, rel_rms(packed[:, start : start + n], alone))
         start += n
     return worst

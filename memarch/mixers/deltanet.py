@@ -80,15 +80,17 @@ class GatedDeltaNet(DeltaNet):
     op = gated_delta_rule
     step_op = gated_delta_rule_step
 
-    def __init__(self, config: GatedDeltaNetConfig, *, d_model: int, num_heads: int,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, config: GatedDeltaNetConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs
+    ):
         super().__init__(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
         self.a_proj = nnx.Linear(d_model, num_heads, use_bias=False, rngs=rngs)
         a = jax.random.uniform(rngs.params(), (num_heads,), jnp.float32, 0.0, 16.0)
         self.A_log = nnx.Param(jnp.log(jnp.maximum(a, 1e-4)))
         u = jax.random.uniform(rngs.params(), (num_heads,), jnp.float32)
-        dt = jnp.exp(u * (math.log(config.dt_max) - math.log(config.dt_min))
-                     + math.log(config.dt_min))
+        dt = jnp.exp(
+            u * (math.log(config.dt_max) - math.log(config.dt_min)) + math.log(config.dt_min)
+        )
         dt = jnp.maximum(dt, 1e-4)
         self.dt_bias = nnx.Param(dt + jnp.log(-jnp.expm1(-dt)))  # softplus⁻¹(dt)
 

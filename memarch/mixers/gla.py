@@ -59,6 +59,9 @@ class GLA(RecurrentMixer):
         g = jax.nn.log_sigmoid(logits) / self.config.gate_normalizer
         if self.config.gate_clamp_min is not None:
             g = jnp.maximum(g, self.config.gate_clamp_min)
-        shape = (b, t, self.num_heads, self.key_dim) if self.config.gate == "channel" else (
-            b, t, self.num_heads)
+        shape = (
+            (b, t, self.num_heads, self.key_dim)
+            if self.config.gate == "channel"
+            else (b, t, self.num_heads)
+        )
         return (g.reshape(shape),)

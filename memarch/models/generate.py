@@ -68,6 +68,10 @@ def generate(
     rng = jax.random.key(0) if rng is None else rng
     graphdef, state = nnx.split(model)
     return _generate(
-        graphdef, state, prompt.astype(jnp.int32), rng,
-        max_new_tokens=max_new_tokens, temperature=float(temperature),
+        graphdef,
+        state,
+        prompt.astype(jnp.int32),
+        rng,
+        max_new_tokens=max_new_tokens,
+        temperature=float(temperature),
     )

@@ -46,8 +46,11 @@ class LMConfig:
         if self.num_layers is None or self.ratio is None:
             raise ValueError("with pattern=None, set both num_layers and ratio")
         return ratio_pattern(
-            self.num_layers, self.ratio, linear=self.linear_mixer,
-            attention=self.attention_mixer, placement=self.placement,
+            self.num_layers,
+            self.ratio,
+            linear=self.linear_mixer,
+            attention=self.attention_mixer,
+            placement=self.placement,
         )
 
 
@@ -57,7 +60,10 @@ class Block(nnx.Module):
     def __init__(self, mixer_name: str, config: LMConfig, *, rngs: nnx.Rngs):
         self.mixer_norm = RMSNorm(config.d_model, eps=config.norm_eps)
         self.mixer = mixers.build(
-            mixer_name, d_model=config.d_model, num_heads=config.num_heads, rngs=rngs,
+            mixer_name,
+            d_model=config.d_model,
+            num_heads=config.num_heads,
+            rngs=rngs,
             **config.mixer_options.get(mixer_name, {}),
         )
         has_mlp = config.mlp_hidden != 0
@@ -84,7 +90,9 @@ class LM(nnx.Module):
         self.vocab_size = config.vocab_size
         self.layer_names = tuple(config.layer_names())
         self.embed = nnx.Embed(
-            config.vocab_size, config.d_model, rngs=rngs,
+            config.vocab_size,
+            config.d_model,
+            rngs=rngs,
             embedding_init=nnx.initializers.normal(stddev=config.d_model**-0.5),
         )
         self.blocks = nnx.List([Block(n, config, rngs=rngs) for n in self.layer_names])

@@ -1,1 +1,24 @@
-"""memarch.ops."""
+"""Pure array functions for the matrix-memory recurrences.
+
+Every op follows one convention: ``op(q, k, v, <gates>, *, scale=None, initial_state=None,
+output_final_state=False, segment_ids=None, impl="auto", chunk_size=64) -> (o, final_state)``
+with layout ``[B, T, H, D]``, gates in log space and a float32 state ``[B, H, K, V]``.
+``impl="naive"`` is the ``lax.scan`` specification, ``impl="chunk"`` the chunked XLA form;
+``*_step`` functions advance one token (decode).
+"""
+
+from memarch.ops.delta_rule import delta_rule, delta_rule_step
+from memarch.ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
+from memarch.ops.gla import gla, gla_step
+from memarch.ops.linear_attention import linear_attention, linear_attention_step
+
+__all__ = [
+    "delta_rule",
+    "delta_rule_step",
+    "gated_delta_rule",
+    "gated_delta_rule_step",
+    "gla",
+    "gla_step",
+    "linear_attention",
+    "linear_attention_step",
+]

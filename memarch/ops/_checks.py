@@ -79,7 +79,7 @@ def check_state(initial_state: jax.Array | None, q: jax.Array, v: jax.Array) -> 
 
 
 def check_segment_ids(segment_ids: jax.Array | None, q: jax.Array) -> None:
-    """Checks integer ``segment_ids`` of shape ``[B, T]`` (a new segment starts where it changes)."""
+    """Checks int ``segment_ids`` of shape ``[B, T]`` (a new segment starts where it changes)."""
     if segment_ids is None:
         return
     if segment_ids.shape != q.shape[:2]:

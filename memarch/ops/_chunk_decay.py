@@ -20,8 +20,12 @@ Two implementations live here and are wrapped by :mod:`memarch.ops.linear_attent
       O       = (Q ⊙ exp(b)) S_[n] + (A ⊙ M) V,   A_ij = Σ_d q_id k_jd exp(b_id − b_jd)
 
   The chunk states come from a sequential ``lax.scan`` over chunks; everything else is computed
-  for all chunks at once. Every exponent is re-based to be ≤ 0 and masked before ``exp``.
-  Segment resets are masks, never a log-decay of −inf.
+  for all chunks at once, with fp32 matmuls at ``Precision.HIGHEST``. Every exponent is re-based
+  to be ≤ 0 and masked before ``exp``; segment resets are masks, never a log-decay of −inf.
+  For a scalar gate ``A = (Q Kᵀ) ⊙ exp(b_i − b_j)``. For a per-channel gate ``A`` is built by
+  :func:`_tree_scores`: log2(C) levels of matmuls that each use a reference row, instead of the
+  element-wise ``[16, 16, K]`` diagonal blocks of FLA, which dominate the run time on XLA:CPU;
+  its backward uses ``db = q ⊙ dq − k ⊙ dk`` rather than differentiating the exps.
 
 Shapes: q, k ``[B, T, H, K]``; v ``[B, T, H, V]``; state ``[B, H, K, V]`` float32; o
 ``[B, T, H, V]`` in q's dtype. All arithmetic is float32.
@@ -36,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 HIGHEST = jax.lax.Precision.HIGHEST
-SUB_CHUNK = 16  # rows per diagonal block of the per-channel intra-chunk scores
+MIN_CHUNK = 16  # short inputs use chunks of round_up(T, MIN_CHUNK) when that is below chunk_size
 
 StepFn = Callable[..., tuple[jax.Array, jax.Array]]
 
@@ -99,19 +103,22 @@ def scan_tokens(
     step: StepFn,
     inputs: tuple[jax.Array, ...],
     initial_state: jax.Array | None,
-    starts: jax.Array,
+    starts: jax.Array | None,
     out_dtype: jnp.dtype,
 ) -> tuple[jax.Array, jax.Array]:
     """The naive form: a float32 ``lax.scan`` over tokens calling ``step(*inputs_t, state)``.
 
-    ``inputs`` are ``[B, T, ...]`` arrays, ``starts`` is bool ``[B, T]`` (reset before the
-    token), the first input is q and the third is v. Returns (o ``[B, T, H, V]``, final state).
+    ``inputs`` are ``[B, T, ...]`` arrays, the first is q and the third is v. ``starts`` is None
+    or bool ``[B, T]``: True resets the state to zero before that token is written. Returns
+    (o ``[B, T, H, V]`` in ``out_dtype``, final state ``[B, H, K, V]`` float32).
     """
     q, v = inputs[0], inputs[2]
-    b, _, h, dk = q.shape
+    b, t, h, dk = q.shape
     s0 = jnp.zeros((b, h, dk, v.shape[-1]), jnp.float32)
     if initial_state is not None:
         s0 = initial_state.astype(jnp.float32)
+    if starts is None:
+        starts = jnp.zeros((b, t), bool)
     xs = tuple(jnp.swapaxes(x.astype(jnp.float32), 0, 1) for x in inputs)
 
     def body(s, xs_t):
@@ -135,90 +142,95 @@ def _pad_time(x: jax.Array, pad: int, mode: str = "constant") -> jax.Array:
 
 
 def _to_chunks(x: jax.Array, n: int, c: int) -> jax.Array:
-    """``[B, N·C, H, ...]`` → ``[B, H, N, C, ...]``."""
+    """``[B, N·C, H, ...]`` → ``[N, B, H, C, ...]`` (chunk axis first, as the state scan needs)."""
     x = x.reshape(x.shape[0], n, c, *x.shape[2:])
-    return jnp.moveaxis(x, 3, 1)
+    return jnp.moveaxis(x, (1, 3), (0, 2))
 
 
-def _tril_decay(b: jax.Array) -> jax.Array:
-    """``[..., L, K]`` → ``[..., L, L, K]``: ``exp(b_i − b_j)`` for j ≤ i, else 0 (masked before
-    the exp, so every exponent used is ≤ 0)."""
-    tri = np.tril(np.ones(b.shape[-2:-1] * 2, np.float32))[..., None]
-    return _masked_exp(b[..., :, None, :] - b[..., None, :, :], tri)
+def _base_blocks(q: jax.Array, k: jax.Array, b: jax.Array) -> jax.Array:
+    """``[..., L, K]`` → ``[..., L, L]``: ``Σ_d q_id k_jd exp(b_id − b_jd)`` for j ≤ i, else 0.
+
+    Element-wise in fp32; the exponent is masked (multiplied by 0) before the exp, so every
+    exponent used is ≤ 0. For L = 1 this is just q·k.
+    """
+    if q.shape[-2] == 1:
+        return jnp.sum(q * k, axis=-1, keepdims=True)
+    tri = np.tril(np.ones((b.shape[-2],) * 2, np.float32))[..., None]
+    decay = _masked_exp(b[..., :, None, :] - b[..., None, :, :], tri)
+    return jnp.sum(q[..., :, None, :] * k[..., None, :, :] * decay, axis=-1)
 
 
-def _sub_chunk(c_len: int) -> int:
-    """Rows per diagonal block: the largest divisor of the chunk length that is ≤ SUB_CHUNK."""
-    return max(d for d in range(1, min(SUB_CHUNK, c_len) + 1) if c_len % d == 0)
+def _tree_scores(q: jax.Array, k: jax.Array, b: jax.Array) -> jax.Array:
+    """Per-chunk scores ``A_ij = Σ_d q_id k_jd exp(b_id − b_jd)``, j ≤ i, from ``[..., C, K]``.
 
-
-def _off_diag_scores(q: jax.Array, k: jax.Array, b: jax.Array, sub: int) -> jax.Array:
-    """Scores of keys in earlier sub-chunks, ``[..., P, L, C]`` (zero elsewhere).
-
-    The first row ``c`` of query sub-chunk p is the reference: ``(q ⊙ exp(b − c))`` times
-    ``(k ⊙ exp(c − b))ᵀ`` over key rows before the sub-chunk; both exponents are ≤ 0.
+    Bottom-up over block sizes: base blocks of L rows (L = the odd part of C, so L = 1 for the
+    usual power-of-two chunks) are element-wise (:func:`_base_blocks`). Then two neighbouring
+    blocks F (earlier rows, keys) and S (later rows, queries) of h rows are merged into one of 2h
+    rows, ``[[A_F, 0], [X, A_S]]``, where the cross block uses the first row ``c`` of S as
+    reference: ``X = (q_S ⊙ exp(b_S − c)) (k_F ⊙ exp(c − b_F))ᵀ``, a plain matmul with both
+    exponents ≤ 0 (b is non-increasing). Each row takes part in log2(C/L) merges.
     """
     c_len, dk = q.shape[-2:]
-    p = c_len // sub
-    qs, bs = (x.reshape(*x.shape[:-2], p, sub, dk) for x in (q, b))
-    ref = bs[..., :, :1, :]  # [..., P, 1, K]
-    before = (np.arange(c_len)[None, :] < sub * np.arange(p)[:, None]).astype(np.float32)
-    k_ref = k[..., None, :, :] * _masked_exp(ref - b[..., None, :, :], before[..., None])
-    return _einsum("...pik,...pjk->...pij", qs * jnp.exp(bs - ref), k_ref)
+    lead = q.shape[:-2]
+    base = c_len // (c_len & -c_len)  # the odd part of C
+    split = lambda x: x.reshape(*lead, c_len // base, base, dk)
+    scores = _base_blocks(split(q), split(k), split(b))  # [..., C/L, L, L]
+    h = base
+    while h < c_len:
+        m = c_len // (2 * h)
+        qs, ks, bs = (x.reshape(*lead, m, 2, h, dk) for x in (q, k, b))
+        ref = bs[..., 1, :1, :]  # [..., m, 1, K]
+        q_hat = qs[..., 1, :, :] * jnp.exp(bs[..., 1, :, :] - ref)
+        k_hat = ks[..., 0, :, :] * jnp.exp(ref - bs[..., 0, :, :])
+        cross = _einsum("...mik,...mjk->...mij", q_hat, k_hat)  # [..., m, h, h]
+        pairs = scores.reshape(*lead, m, 2, h, h)
+        top = jnp.concatenate([pairs[..., 0, :, :], jnp.zeros_like(cross)], axis=-1)
+        bottom = jnp.concatenate([cross, pairs[..., 1, :, :]], axis=-1)
+        scores = jnp.concatenate([top, bottom], axis=-2)  # [..., m, 2h, 2h]
+        h *= 2
+    return scores.reshape(*lead, c_len, c_len)
 
 
 @jax.custom_vjp
 def _channel_scores(q: jax.Array, k: jax.Array, b: jax.Array) -> jax.Array:
-    """``A_ij = Σ_d q_id k_jd exp(b_id − b_jd)`` for j ≤ i, per chunk, with per-channel ``b``.
-
-    q, k, b are ``[..., C, K]``; returns ``[..., C, C]``. Query rows are split in sub-chunks of
-    L rows: blocks left of the diagonal are matmuls (:func:`_off_diag_scores`); diagonal L×L
-    blocks use the element-wise ``exp(b_i − b_j)``, masked to j ≤ i before the exp.
-    """
-    c_len, dk = q.shape[-2:]
-    sub = _sub_chunk(c_len)
-    p = c_len // sub
-    qs, ks, bs = (x.reshape(*x.shape[:-2], p, sub, dk) for x in (q, k, b))
-    diag = jnp.sum(qs[..., :, None, :] * ks[..., None, :, :] * _tril_decay(bs), axis=-1)
-    scores = diag[..., :, :, None, :] * np.eye(p, dtype=np.float32)[:, None, :, None]
-    if p > 1:
-        scores = scores + _off_diag_scores(q, k, b, sub).reshape(scores.shape)
-    return scores.reshape(*q.shape[:-2], c_len, c_len)
+    """Per-chunk scores with a per-channel gate, :func:`_tree_scores`, with a custom backward:
+    A depends on b only through b_i − b_j, so ``db = q ⊙ dq − k ⊙ dk`` and only the (linear, for
+    fixed b) dependence on q and k is differentiated — never the exps."""
+    return _tree_scores(q, k, b)
 
 
 def _channel_scores_fwd(q, k, b):
-    return _channel_scores(q, k, b), (q, k, b)
+    return _tree_scores(q, k, b), (q, k, b)
 
 
 def _channel_scores_bwd(res, da):
-    # A depends on b only through b_i − b_j, so db = q ⊙ dq − k ⊙ dk: the backward only needs
-    # dq and dk, never derivatives of the exps.
     q, k, b = res
-    c_len, dk_ = q.shape[-2:]
-    sub = _sub_chunk(c_len)
-    p = c_len // sub
-    split = lambda x: x.reshape(*x.shape[:-2], p, sub, x.shape[-1])
-    qs, ks, bs = split(q), split(k), split(b)
-    da4 = da.reshape(*da.shape[:-2], p, sub, p, sub)
-    da_diag = jnp.einsum("...pipj->...pij", da4)  # [..., P, L, L]
-    # Diagonal blocks: dq_i = Σ_j dA_ij k_j ⊙ exp(b_i − b_j), dk_j = Σ_i dA_ij q_i ⊙ exp(..),
-    # as L unrolled [..., L, K] terms so XLA emits vectorised loops instead of [L, L, K] products.
-    tri = np.tril(np.ones((sub, sub), np.float32))
-    dq = dk = jnp.zeros_like(qs)
-    for j in range(sub):
-        w_q = _masked_exp(bs - bs[..., j, None, :], tri[:, j, None])  # query rows i ≥ j
-        dq = dq + da_diag[..., :, j, None] * ks[..., j, None, :] * w_q
-        w_k = _masked_exp(bs[..., j, None, :] - bs, tri[j, :, None])  # key rows ≤ j
-        dk = dk + da_diag[..., j, :, None] * qs[..., j, None, :] * w_k
-    dq, dk = dq.reshape(q.shape), dk.reshape(k.shape)
-    if p > 1:  # the off-diagonal part is linear in (q, k) for fixed b
-        _, vjp = jax.vjp(lambda q_, k_: _off_diag_scores(q_, k_, b, sub), q, k)
-        dq_off, dk_off = vjp(da.reshape(*da.shape[:-2], p, sub, c_len))
-        dq, dk = dq + dq_off, dk + dk_off
+    _, vjp = jax.vjp(lambda q_, k_: _tree_scores(q_, k_, b), q, k)
+    dq, dk = vjp(da)
     return dq, dk, q * dq - k * dk
 
 
 _channel_scores.defvjp(_channel_scores_fwd, _channel_scores_bwd)
+
+
+def _segment_masks(starts: jax.Array, n: int, c: int, pad: int) -> tuple[jax.Array, ...]:
+    """0/1 float masks for packed segments, ``[N, B, 1, ...]`` (broadcast over heads).
+
+    Returns (intra ``[.., C, C]``: causal and same segment; reads ``[.., C, 1]``: the token is in
+    the segment of the token before the chunk, so it reads S_[n]; writes ``[.., C, 1]``: the
+    token is in the segment of the chunk's last token, so it contributes to S_[n+1]; carries
+    ``[N, B, 1]``: S_[n] survives into S_[n+1]).
+    """
+    # A monotone segment index per token; padding repeats the last token's segment.
+    seg = _pad_time(jnp.cumsum(starts, axis=1, dtype=jnp.int32), pad, mode="edge")
+    seg = jnp.moveaxis(seg.reshape(seg.shape[0], 1, n, c), 2, 0)  # [N, B, 1, C]
+    last = seg[..., -1]
+    prev = jnp.concatenate([jnp.zeros_like(last[:1]), last[:-1]], axis=0)
+    causal = np.tril(np.ones((c, c), bool))
+    intra = causal & (seg[..., :, None] == seg[..., None, :])
+    reads = (seg == prev[..., None])[..., None]
+    writes = (seg == last[..., None])[..., None]
+    return tuple(x.astype(jnp.float32) for x in (intra, reads, writes, last == prev))
 
 
 def chunk_decay(
@@ -229,67 +241,66 @@ def chunk_decay(
     *,
     scale: float,
     initial_state: jax.Array | None,
-    starts: jax.Array,
+    starts: jax.Array | None,
     chunk_size: int,
 ) -> tuple[jax.Array, jax.Array]:
     """Chunked form of the decay recurrence; returns (o ``[B, T, H, V]``, final state).
 
-    ``g`` is None, ``[B, T, H]`` or ``[B, T, H, K]`` (log decay); ``starts`` is bool ``[B, T]``.
-    T is padded to a multiple of the chunk size with identity steps (g = 0, k = v = 0).
+    ``g`` is None, ``[B, T, H]`` or ``[B, T, H, K]`` (log decay); ``starts`` is None (one
+    sequence per row) or bool ``[B, T]``, True where a new segment starts. T is padded to a
+    multiple of the chunk size with identity steps (g = 0, k = v = 0).
     """
     bsz, t, h, dk = q.shape
     dv = v.shape[-1]
-    c = min(chunk_size, _round_up(t, SUB_CHUNK))
+    c = min(chunk_size, _round_up(t, MIN_CHUNK))
     n = -(-t // c)
     pad = n * c - t
     f32 = jnp.float32
-
-    # Segment masks, [B, 1, N, ...] to broadcast over heads. seg is a monotone segment index
-    # per token (padding repeats the last one); prev is the segment of the token before the chunk.
-    seg = _pad_time(jnp.cumsum(starts, axis=1, dtype=jnp.int32), pad, mode="edge")
-    seg = seg.reshape(bsz, 1, n, c)
-    prev = jnp.concatenate([jnp.zeros_like(seg[:, :, :1, -1]), seg[:, :, :-1, -1]], axis=-1)
-    last = seg[..., -1]
-    causal = np.tril(np.ones((c, c), bool))
-    intra = (causal & (seg[..., :, None] == seg[..., None, :])).astype(f32)  # [B,1,N,C,C]
-    reads_state = (seg == prev[..., None]).astype(f32)[..., None]  # token reads S_[n]
-    writes_state = (seg == last[..., None]).astype(f32)[..., None]  # token writes S_[n+1]
-    carries = (last == prev).astype(f32)  # S_[n] survives into S_[n+1]
+    causal = np.tril(np.ones((c, c), np.float32))
+    if starts is None:
+        intra, reads, writes, carries = causal, 1.0, 1.0, 1.0
+    else:
+        intra, reads, writes, carries = _segment_masks(starts, n, c, pad)
+        carries = carries[..., None, None]
 
     qc, kc, vc = (_to_chunks(_pad_time(x.astype(f32), pad), n, c) for x in (q, k, v))
-    qc = qc * scale  # [B, H, N, C, K]
+    qc = qc * scale  # [N, B, H, C, K]
     if g is None:
-        q_in, k_out, decay = qc, kc, jnp.ones((bsz, h, n, 1, 1), f32)
-        scores = _einsum("bhnik,bhnjk->bhnij", qc, kc) * intra
+        q_in, k_out, decay = qc, kc, 1.0
+        scores = _einsum("nbhik,nbhjk->nbhij", qc, kc) * intra
     else:
         gc = _to_chunks(_pad_time(g.astype(f32), pad), n, c)
         per_channel = g.ndim == 4
-        b = jnp.cumsum(gc if per_channel else gc[..., None], axis=-2)  # [B,H,N,C,K or 1]
+        # Chunk-local inclusive cumsum as a matmul with a triangular ones matrix (XLA's CPU
+        # cumsum is a slow reduce-window).
+        b = _einsum("ij,...jk->...ik", causal, gc if per_channel else gc[..., None])
+        b = jax.lax.optimization_barrier(b)  # materialise once, not inside each consumer
         b_last = b[..., -1:, :]
         q_in = qc * jnp.exp(b)
         k_out = kc * jnp.exp(b_last - b)
-        decay = jnp.exp(b_last[..., 0, :])[..., None]  # [B, H, N, K or 1, 1]
+        decay = jnp.exp(b_last[..., 0, :])[..., None]  # Diag(exp(b_C)): [N, B, H, K or 1, 1]
         if per_channel:
             scores = _channel_scores(qc, kc, b) * intra
         else:
             gamma = _masked_exp(b[..., :, None, 0] - b[..., None, :, 0], intra)
-            scores = _einsum("bhnik,bhnjk->bhnij", qc, kc) * gamma
+            scores = _einsum("nbhik,nbhjk->nbhij", qc, kc) * gamma
 
     # Inter-chunk state pass: sequential over chunks, only [B, H, K, V] work per step.
-    updates = _einsum("bhnck,bhncv->nbhkv", k_out * writes_state, vc)
-    keep = jnp.moveaxis(decay * carries[..., None, None], 2, 0)  # [N, B, H, K or 1, 1]
+    updates = _einsum("nbhck,nbhcv->nbhkv", k_out * writes, vc)
+    keep = decay * carries  # factor on S_[n] in S_[n+1]; 1.0 for plain linear attention
+    keep = None if isinstance(keep, float) else jnp.broadcast_to(keep, (n, bsz, h, *keep.shape[3:]))
     s0 = jnp.zeros((bsz, h, dk, dv), f32)
     if initial_state is not None:
         s0 = initial_state.astype(f32)
 
     def state_pass(s, xs):
         update, keep_n = xs
-        return keep_n * s + update, s
+        return (s if keep_n is None else keep_n * s) + update, s
 
     s_final, states = jax.lax.scan(state_pass, s0, (updates, keep))
 
     # Output pass, parallel over chunks.
-    o = _einsum("bhnck,nbhkv->bhncv", q_in * reads_state, states)
-    o = o + _einsum("bhnij,bhnjv->bhniv", scores, vc)
-    o = jnp.moveaxis(o, 1, 3).reshape(bsz, n * c, h, dv)[:, :t]
+    o = _einsum("nbhck,nbhkv->nbhcv", q_in * reads, states)
+    o = o + _einsum("nbhij,nbhjv->nbhiv", scores, vc)
+    o = jnp.moveaxis(o, (0, 2), (1, 3)).reshape(bsz, n * c, h, dv)[:, :t]
     return o.astype(q.dtype), s_final

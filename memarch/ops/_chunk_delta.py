@@ -1,34 +1,44 @@
 """Shared engine for the (gated) delta rule: the per-token recurrence and the chunked WY/UT form.
 
-Per head, with key-major state ``S ∈ R^{K×V}`` (fp32), log decay ``g_t ≤ 0`` (0 for the plain
-delta rule) and write strength ``β_t``::
+Per head, with key-major state ``S ∈ R^{K×V}`` (fp32), log decay ``g_t ≤ 0`` (absent for the
+plain delta rule) and write strength ``β_t``::
 
-    S'  = exp(g_t) S_{t-1}                    # decay first
+    S'  = exp(g_t) S_{t-1}                     # decay first
     u_t = β_t (v_t − S'ᵀ k_t)                  # the delta update reads the decayed state
     S_t = S' + k_t u_tᵀ                        # = exp(g_t)(I − β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ
     o_t = s · S_tᵀ q_t                         # read after write
 
-Chunked WY/UT form (chunk of C tokens, entering state ``S = S_[n]``, ``γ`` = chunk-local
-inclusive cumsum of g, ``Γ_ij = exp(γ_i − γ_j)`` for j ≤ i, masked before the exp)::
+Chunked WY/UT form, per chunk of C tokens entering with state ``S = S_[n]``. γ is the chunk-local
+inclusive cumsum of g and ``Γ_ij = exp(γ_i − γ_j)`` for j ≤ i (masked *before* the exp); M is
+the causal mask including the diagonal::
 
     L  = tril(diag(β)(KKᵀ ⊙ Γ), −1)
-    W  = (I + L)⁻¹ diag(β ⊙ exp(γ)) K           # how each token reads S       [C, K]
-    U  = (I + L)⁻¹ diag(β) V                     # the intra-chunk part of u    [C, V]
-    Ṽ  = U − W S                                 # the u_t of every token       [C, V]
+    W  = (I + L)⁻¹ diag(β ⊙ exp(γ)) K            # how each token reads S        [C, K]
+    U  = (I + L)⁻¹ diag(β) V                      # intra-chunk part of u         [C, V]
+    Ṽ  = U − W S                                  # u_t of every token            [C, V]
     S_[n+1] = exp(γ_C) S + (K ⊙ exp(γ_C − γ))ᵀ Ṽ
-    O  = s[(Q ⊙ exp(γ)) S + (QKᵀ ⊙ Γ ⊙ M) Ṽ]     # M causal incl. the diagonal
+    O  = s[(Q ⊙ exp(γ)) S + (QKᵀ ⊙ Γ ⊙ M) Ṽ]
 
-Every exponent is ≤ 0 (γ is non-increasing), so nothing overflows for any gate strength or
-length. ``(I + L)⁻¹`` is applied by one unit-diagonal triangular solve on ``[β exp(γ) K | β V]``.
+Every exponent is ≤ 0 (γ is non-increasing inside a chunk), so nothing overflows for any gate
+strength or sequence length. Ungated (plain delta rule): γ = 0, Γ = 1.
+
+``(I + L)⁻¹`` is applied by block forward substitution: the 16×16 diagonal blocks (the whole
+chunk when C is not a multiple of 16) are inverted by the matmul-only doubling product
+``(I + L_d)⁻¹ = Π_i (I + (−L_d)^{2^i})`` (exact: L_d is nilpotent), the off-diagonal blocks are
+eliminated block row by block row. Its gradient is written by hand:
+``dR = (I + L)⁻ᵀ dX`` (block back substitution) and ``dL = −tril(dR Xᵀ, −1)``.
+
+For speed on CPU the whole chunk step runs inside one ``lax.scan`` over chunks and is
+rematerialised in the backward pass (``jax.checkpoint``): the working set of a chunk stays in
+cache and only the chunk-entry states are stored.
 
 Packed sequences: a reset (state := 0 before token t) splits a chunk into segments. Only
-same-segment pairs interact in ``L`` and ``QKᵀ``, so the triangular system decouples per
-segment; only tokens in the segment of the token before the chunk ("carry" tokens) read ``S``
-(rows of W and of the inter-chunk term of O); ``S`` survives into the next chunk only if the
-chunk's last token is a carry token, and only tokens in the last token's segment write to it.
-A reset is never expressed as a log decay of −inf.
-
-Padding up to a multiple of C uses identity steps (g = 0, β = 0, q = k = v = 0).
+same-segment pairs interact in ``L`` and ``QKᵀ`` (the triangular system decouples per segment);
+only tokens in the segment of the token before the chunk ("carry" tokens) read ``S`` (rows of W
+and the inter-chunk term of O); ``S`` survives into the next chunk only if the chunk's last token
+is a carry token, and only tokens in the last token's segment write to it. A reset is never
+expressed as a log decay of −inf. Padding up to a multiple of C uses identity steps
+(g = 0, β = 0, q = k = v = 0).
 """
 
 from __future__ import annotations
@@ -39,12 +49,31 @@ import jax
 import jax.numpy as jnp
 
 HIGHEST = jax.lax.Precision.HIGHEST
+SOLVE_BLOCK = 16  # diagonal block size of the triangular solve
+CHUNKS_PER_STEP = 8  # chunks handled by one step of the scan
 
 StepFn = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 def _einsum(spec: str, *xs: jax.Array) -> jax.Array:
     return jnp.einsum(spec, *xs, precision=HIGHEST)
+
+
+def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    return _einsum("...ij,...jk->...ik", a, b)
+
+
+def _tmm(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``aᵀ b`` over the last two axes."""
+    return _einsum("...ji,...jk->...ik", a, b)
+
+
+def _tril(n: int, k: int = 0) -> jax.Array:
+    return jnp.tril(jnp.ones((n, n), dtype=bool), k)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-token recurrence (the specification) and argument checks for the decode step.
 
 
 def delta_step(
@@ -91,8 +120,8 @@ def check_step_args(
         raise ValueError(f"q, k, v must share one dtype; got q {q.dtype}, k {k.dtype}, v {v.dtype}")
     if not jnp.issubdtype(q.dtype, jnp.floating):
         raise ValueError(f"q, k, v must be floating point; got {q.dtype}")
-    named = [("beta", beta)] + ([("g", g)] if g is not None else [])
-    for name, x in named:
+    named = [("g", g)] if g is not None else []
+    for name, x in [*named, ("beta", beta)]:
         if x.shape != q.shape[:2]:
             raise ValueError(f"{name} must have shape {q.shape[:2]} ([B, H]); got {x.shape}")
         if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -110,8 +139,8 @@ def recurrent_scan(
 ) -> tuple[jax.Array, jax.Array]:
     """Runs ``step(*x_t, state) -> (o_t, state)`` over time with ``lax.scan`` (the reference).
 
-    ``xs`` are time-major ``[B, T, ...]`` arrays (moved to ``[T, B, ...]`` here), ``reset``
-    ``[B, T]`` bool zeroes the state before token t. Returns (o ``[B, T, ...]``, final state).
+    ``xs`` are ``[B, T, ...]`` arrays, ``reset`` ``[B, T]`` bool zeroes the state before token
+    t. Returns (o ``[B, T, ...]``, final state).
     """
 
     def body(s: jax.Array, inp: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
@@ -125,44 +154,142 @@ def recurrent_scan(
     return jnp.moveaxis(o, 0, 1), state
 
 
-SOLVE = "block"
-BLOCK = 16
+# ----------------------------------------------------------------------------------------------
+# Unit lower-triangular solve (I + L)⁻¹ R with a hand-written gradient.
 
 
-def _unit_lower_solve(lower: jax.Array, rhs: jax.Array) -> jax.Array:
-    """``(I + lower)⁻¹ rhs`` for strictly lower-triangular ``lower`` ``[.., C, C]``."""
-    if SOLVE == "trsm":
-        return jax.lax.linalg.triangular_solve(
-            lower, rhs, left_side=True, lower=True, unit_diagonal=True
-        )
-    if SOLVE == "dbl":
-        return _einsum("...ij,...jk->...ik", _unit_lower_inv(lower), rhs)
-    c = lower.shape[-1]
-    edges = list(range(0, c, BLOCK)) + [c]
-    xs: list[jax.Array] = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        r = rhs[..., a:b, :]
-        if xs:
-            r = r - _einsum("...ij,...jk->...ik", lower[..., a:b, :a], jnp.concatenate(xs, -2))
-        xs.append(_einsum("...ij,...jk->...ik", _unit_lower_inv(lower[..., a:b, a:b]), r))
-    return jnp.concatenate(xs, axis=-2)
+def _diag_blocks(lower: jax.Array, b: int) -> jax.Array:
+    """Diagonal ``b×b`` blocks of ``[.., C, C]`` as ``[.., C/b, b, b]``."""
+    nb = lower.shape[-1] // b
+    return jnp.stack([lower[..., p * b : (p + 1) * b, p * b : (p + 1) * b] for p in range(nb)], -3)
 
 
-def _unit_lower_inv(lower: jax.Array) -> jax.Array:
-    c = lower.shape[-1]
+def _unit_lower_inverse(lower: jax.Array) -> jax.Array:
+    """``(I + L)⁻¹`` of strictly lower ``[.., b, b]`` by doubling: Π_i (I + (−L)^{2^i})."""
+    b = lower.shape[-1]
     x = -lower
-    inv = jnp.eye(c, dtype=lower.dtype) + x
-    for _ in range(max(c - 1, 1).bit_length() - 1):
-        x = _einsum("...ij,...jk->...ik", x, x)
-        inv = inv + _einsum("...ij,...jk->...ik", inv, x)
+    inv = jnp.eye(b, dtype=lower.dtype) + x
+    for _ in range(max(b - 1, 1).bit_length() - 1):
+        x = _mm(x, x)
+        inv = inv + _mm(inv, x)
     return inv
 
 
-def _to_chunks(x: jax.Array, n: int, c: int) -> jax.Array:
-    """``[B, N·C, H, ...]`` → ``[B, H, N, C, ...]``."""
-    b, _, h, *rest = x.shape
-    x = x.reshape(b, n, c, h, *rest)
-    return jnp.moveaxis(x, 3, 1)
+def _cat(xs: list[jax.Array]) -> jax.Array:
+    return xs[0] if len(xs) == 1 else jnp.concatenate(xs, axis=-2)
+
+
+def _forward_subst(lower: jax.Array, dinv: jax.Array, rhs: jax.Array) -> jax.Array:
+    """Block forward substitution: x_p = D_p⁻¹ (r_p − L[p, :p] x_{:p})."""
+    b = dinv.shape[-1]
+    xs: list[jax.Array] = []
+    for p in range(dinv.shape[-3]):
+        lo, hi = p * b, (p + 1) * b
+        r = rhs[..., lo:hi, :]
+        if p:
+            r = r - _mm(lower[..., lo:hi, :lo], _cat(xs))
+        xs.append(_mm(dinv[..., p, :, :], r))
+    return _cat(xs)
+
+
+def _backward_subst(lower: jax.Array, dinv: jax.Array, rhs: jax.Array) -> jax.Array:
+    """Solves (I + L)ᵀ y = rhs: y_p = D_p⁻ᵀ (r_p − L[p+1:, p]ᵀ y_{p+1:})."""
+    b, nb = dinv.shape[-1], dinv.shape[-3]
+    ys: list[jax.Array] = []
+    for p in reversed(range(nb)):
+        lo, hi = p * b, (p + 1) * b
+        r = rhs[..., lo:hi, :]
+        if ys:
+            r = r - _tmm(lower[..., hi:, lo:hi], _cat(ys[::-1]))
+        ys.append(_tmm(dinv[..., p, :, :], r))
+    return _cat(ys[::-1])
+
+
+def _block_size(c: int) -> int:
+    return SOLVE_BLOCK if c % SOLVE_BLOCK == 0 else c
+
+
+@jax.custom_vjp
+def unit_lower_solve(lower: jax.Array, a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(I + L)⁻¹ [A | B]`` for strictly lower-triangular L ``[.., C, C]``."""
+    return _solve_fwd(lower, a, b)[0]
+
+
+def _solve_fwd(
+    lower: jax.Array, a: jax.Array, b: jax.Array
+) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]:
+    dinv = _unit_lower_inverse(_diag_blocks(lower, _block_size(lower.shape[-1])))
+    x = _forward_subst(lower, dinv, jnp.concatenate([a, b], axis=-1))
+    na = a.shape[-1]
+    return (x[..., :na], x[..., na:]), (lower, dinv, x)
+
+
+def _solve_bwd(
+    res: tuple[jax.Array, jax.Array, jax.Array], dxs: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    lower, dinv, x = res
+    dx = jnp.concatenate(dxs, axis=-1)
+    d_rhs = _backward_subst(lower, dinv, dx)
+    d_lower = jnp.where(_tril(lower.shape[-1], -1), -_einsum("...ik,...jk->...ij", d_rhs, x), 0.0)
+    na = dxs[0].shape[-1]
+    return d_lower, d_rhs[..., :na], d_rhs[..., na:]
+
+
+unit_lower_solve.defvjp(_solve_fwd, _solve_bwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Chunked form.
+
+
+def _chunk_group(s: jax.Array, xs: tuple[jax.Array | None, ...]) -> tuple[jax.Array, jax.Array]:
+    """G consecutive chunks: state ``[B, H, K, V]`` → (next state, o ``[B, G, C, H, V]``).
+
+    xs: q (scaled), k ``[B, G, C, H, K]``; v ``[B, G, C, H, V]``; beta ``[B, G, C, H]``;
+    gam = γ ``[B, G, C, H]`` (None: ungated); seg = resets so far in each chunk ``[B, G, 1, C]``
+    (None: no resets). The state-independent work (KKᵀ, QKᵀ, the solve) is batched over the G
+    chunks, then the state passes through them in order, then the outputs are batched again.
+    """
+    # The barrier keeps the scan's slicing of xs out of the fusions below (it blocks
+    # vectorisation of the exp there).
+    q, k, v, beta, gam, seg = jax.lax.optimization_barrier(xs)
+    q, k, v = (jnp.swapaxes(x, 2, 3) for x in (q, k, v))  # [B, G, H, C, ·]
+    beta = jnp.swapaxes(beta, 2, 3)
+    c = k.shape[-2]
+
+    mask = _tril(c)  # j ≤ i and, with resets, same segment
+    carry = last = None  # tokens that read S / that write the next S (None: all)
+    if seg is not None:
+        mask = mask & (seg[..., :, None] == seg[..., None, :])
+        carry, last = seg == 0, seg == seg[..., -1:]
+    qk = _einsum("...ik,...jk->...ij", q, k)
+    kk = _einsum("...ik,...jk->...ij", k, k)
+    read_q, read_k = q, beta  # token i reads S as (q_i ⊙ exp(γ_i)) and (β_i exp(γ_i) k_i)
+    write = None if last is None else last.astype(k.dtype)  # k_i's weight in the next S
+    decay = None if carry is None else carry[..., -1].astype(k.dtype)  # S's weight in it
+    if gam is not None:
+        gam = jnp.swapaxes(gam, 2, 3)
+        big_gamma = jnp.exp(jnp.where(mask, gam[..., :, None] - gam[..., None, :], 0.0))
+        qk, kk = qk * big_gamma, kk * big_gamma
+        eg = jnp.exp(gam)
+        read_q, read_k = eg[..., None] * q, eg * beta
+        write = jnp.exp(gam[..., -1:] - gam) * (1.0 if write is None else write)
+        decay = eg[..., -1] * (1.0 if decay is None else decay)
+    if carry is not None:
+        read_q, read_k = jnp.where(carry[..., None], read_q, 0.0), jnp.where(carry, read_k, 0.0)
+    lower = jnp.where(mask & _tril(c, -1), beta[..., :, None] * kk, 0.0)
+    w, u = unit_lower_solve(lower, read_k[..., None] * k, beta[..., None] * v)
+    k_out = k if write is None else write[..., None] * k
+
+    states, v_new = [], []  # chunk-entry states S_[n] and Ṽ = U − W S_[n]
+    for i in range(k.shape[1]):
+        states.append(s)
+        v_new.append(u[:, i] - _mm(w[:, i], s))
+        s_kept = s if decay is None else decay[:, i, ..., None, None] * s
+        s = s_kept + _tmm(k_out[:, i], v_new[-1])
+    states, v_new = jnp.stack(states, 1), jnp.stack(v_new, 1)
+    o = _mm(read_q, states) + _mm(jnp.where(mask, qk, 0.0), v_new)
+    return s, jnp.swapaxes(o, 2, 3)
 
 
 def chunk_delta(
@@ -177,79 +304,34 @@ def chunk_delta(
     reset: jax.Array | None,
     chunk_size: int,
 ) -> tuple[jax.Array, jax.Array]:
-    """Chunked WY/UT (gated) delta rule; all arithmetic in fp32.
+    """Chunked WY/UT (gated) delta rule: ``lax.scan`` over groups of chunks, fp32 arithmetic.
 
     q, k ``[B, T, H, K]``, v ``[B, T, H, V]``, beta, g ``[B, T, H]`` (g None: ungated),
-    initial_state ``[B, H, K, V]`` fp32, reset ``[B, T]`` bool or None.
+    initial_state ``[B, H, K, V]``, reset ``[B, T]`` bool (None: no resets).
     Returns (o ``[B, T, H, V]`` fp32, final state ``[B, H, K, V]`` fp32).
     """
     f32 = jnp.float32
-    bsz, t, h, dk = q.shape
-    dv = v.shape[-1]
+    bsz, t, h, _ = q.shape
     c = min(chunk_size, t)
-    n = -(-t // c)
-    pad = n * c - t
+    n = -(-t // c)  # chunks
+    n_groups = -(-n // CHUNKS_PER_STEP)
+    grp = -(-n // n_groups)  # chunks per scan step
+    pad = n_groups * grp * c - t
 
-    def prep(x: jax.Array | None) -> jax.Array | None:
-        if x is None:
-            return None
-        x = x.astype(f32)
-        if pad:
-            x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-        return _to_chunks(x, n, c)
+    def chunks(x: jax.Array) -> jax.Array:  # [B, T, ...] → [N/G, B, G, C, ...]
+        x = jnp.pad(x.astype(f32), [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+        return jnp.swapaxes(x.reshape(bsz, n_groups, grp, c, *x.shape[2:]), 0, 1)
 
-    # [B, H, N, C, D] and [B, H, N, C]; q carries the scale.
-    q, k, v, beta, g = (prep(x) for x in (q * scale, k, v, beta, g))
-
-    # Masks [.., C, C]: causal incl. diagonal, and same-segment; carry/last tokens [.., C].
-    causal = jnp.tril(jnp.ones((c, c), dtype=bool))
-    if reset is None:
-        mask, carry, last = causal, None, None
-    else:
-        r = jnp.pad(reset, [(0, 0), (0, pad)]).reshape(bsz, 1, n, c)
-        seg = jnp.cumsum(r.astype(jnp.int32), axis=-1)  # resets so far inside the chunk
-        mask = causal & (seg[..., :, None] == seg[..., None, :])
-        carry = seg == 0  # in the segment of the token before the chunk
-        last = seg == seg[..., -1:]  # in the segment of the chunk's last token
-    strict = mask & ~jnp.eye(c, dtype=bool)
-
-    def masked(x: jax.Array, m: jax.Array | None) -> jax.Array:
-        return x if m is None else jnp.where(m, x, 0.0)
-
-    qk = _einsum("bhncd,bhnjd->bhncj", q, k)
-    kk = _einsum("bhncd,bhnjd->bhncj", k, k)
-    if g is None:
-        gam_q = gam_k = masked(jnp.ones_like(beta), carry)  # exp(γ) on carry tokens
-        gam_last = masked(jnp.ones_like(beta), last)  # exp(γ_C − γ) on last-segment tokens
-        decay = jnp.ones_like(beta[..., 0]) if carry is None else carry[..., -1].astype(f32)
-    else:
-        gam = jnp.cumsum(g, axis=-1)  # γ, chunk-local inclusive cumsum
-        diff = gam[..., :, None] - gam[..., None, :]
-        big_gamma = jnp.exp(jnp.where(mask, diff, 0.0))  # masked before the exp: all ≤ 1
-        gam_q = gam_k = masked(jnp.exp(gam), carry)
-        gam_last = masked(jnp.exp(gam[..., -1:] - gam), last)
-        decay = jnp.exp(gam[..., -1]) * (1.0 if carry is None else carry[..., -1])
-        kk = kk * big_gamma
-        qk = qk * big_gamma
-
-    lower = jnp.where(strict, beta[..., :, None] * kk, 0.0)
-    rhs = jnp.concatenate([(beta * gam_k)[..., None] * k, beta[..., None] * v], axis=-1)
-    wu = _unit_lower_solve(lower, rhs)
-    w, u = wu[..., :dk], wu[..., dk:]
-    attn = jnp.where(mask, qk, 0.0)
-    q_in = gam_q[..., None] * q  # reads S
-    k_out = gam_last[..., None] * k  # writes to the next S
-
-    def body(s: jax.Array, xs: tuple[jax.Array, ...]) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-        w_n, u_n, k_n, d_n = xs
-        v_new = u_n - _einsum("bhck,bhkv->bhcv", w_n, s)
-        s_next = d_n[..., None, None] * s + _einsum("bhck,bhcv->bhkv", k_n, v_new)
-        return s_next, (s, v_new)
-
-    scan_in = tuple(jnp.moveaxis(x, 2, 0) for x in (w, u, k_out, decay))
-    final, (states, v_new) = jax.lax.scan(body, initial_state.astype(f32), scan_in)
-    states, v_new = jnp.moveaxis(states, 0, 2), jnp.moveaxis(v_new, 0, 2)
-
-    o = _einsum("bhnck,bhnkv->bhncv", q_in, states) + _einsum("bhncj,bhnjv->bhncv", attn, v_new)
-    o = jnp.moveaxis(o, 1, 3).reshape(bsz, n * c, h, dv)[:, :t]
-    return o, final
+    gam = seg = None
+    if (
+        g is not None
+    ):  # chunk-local cumsum, as a matmul (a reduce-window fused into the exp is slow)
+        gam = _einsum("...jh,ji->...ih", chunks(g), jnp.triu(jnp.ones((c, c), f32)))
+    if reset is not None:
+        seg = jnp.cumsum(chunks(reset).astype(jnp.int32), axis=-1)[..., None, :]
+    xs = (chunks(q.astype(f32) * scale), chunks(k), chunks(v), chunks(beta), gam, seg)
+    # Rematerialise each group in the backward pass: only the group-entry states are stored.
+    step = jax.checkpoint(_chunk_group, prevent_cse=False)
+    final, o = jax.lax.scan(step, initial_state.astype(f32), xs)
+    o = jnp.swapaxes(o, 0, 1).reshape(bsz, n_groups * grp * c, h, -1)
+    return o[:, :t], final

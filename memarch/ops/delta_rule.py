@@ -1,12 +1,12 @@
-"""Delta rule (DeltaNet): ungated fast-weight update with write strength β.
+"""Delta rule (DeltaNet): an ungated fast-weight update with write strength β.
 
 Shapes: q, k ``[B, T, H, K]``; v ``[B, T, H, V]``; beta ``[B, T, H]``; state ``[B, H, K, V]``
-fp32 (key-major); o ``[B, T, H, V]`` in q's dtype. ``s`` defaults to K^{-1/2}; q and k are used
-as given (callers L2-normalise them).
+fp32 (key-major) whatever the input dtype; o ``[B, T, H, V]`` in q's dtype. The query scale
+``s`` defaults to K^{-1/2}; q and k are used as given (callers L2-normalise them).
 
 Recurrence (read after write)::
 
-    S_t = S_{t-1} + β_t k_t (v_t − S_{t-1}ᵀ k_t)ᵀ = (I − β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ
+    S_t = S_{t-1} + β_t k_t (v_t − S_{t-1}ᵀ k_t)ᵀ  =  (I − β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ
     o_t = s · S_tᵀ q_t
 
 β ∈ (0, 1), or (0, 2) to allow negative eigenvalues; it is never clamped.
@@ -14,19 +14,22 @@ Recurrence (read after write)::
 Chunked WY/UT form (chunk of C tokens entering with ``S = S_[n]``; M causal incl. diagonal)::
 
     A  = (I + tril(diag(β) KKᵀ, −1))⁻¹
-    W  = A diag(β) K;   U = A diag(β) V;   Ṽ = U − W S      (Π_r (I − β_r k_r k_rᵀ) = I − KᵀW)
+    W  = A diag(β) K;    U = A diag(β) V;    Ṽ = U − W S      (Π_r (I − β_r k_r k_rᵀ) = I − KᵀW)
     S_[n+1] = S + Kᵀ Ṽ
     O  = s[Q S + (QKᵀ ⊙ M) Ṽ]
 
-This is :mod:`memarch.ops.gated_delta_rule` with g = 0; both share
+This is :func:`memarch.ops.gated_delta_rule.gated_delta_rule` with g = 0; both run on
 :mod:`memarch.ops._chunk_delta`. ``segment_ids`` ``[B, T]`` packs sequences: where the id
-changes the state is reset to zero before that token.
+changes, the state is reset to zero before that token; ``initial_state`` applies to each row's
+first segment.
 
 Implementations: ``"naive"`` is an fp32 ``lax.scan`` over tokens calling
 :func:`delta_rule_step` (the specification); ``"chunk"`` (= ``"auto"``) is the WY/UT form.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +47,7 @@ def delta_rule_step(
     *,
     scale: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """One decode step. q, k ``[B, H, K]``, v ``[B, H, V]``, beta ``[B, H]``, state
+    """One token (decode). q, k ``[B, H, K]``, v ``[B, H, V]``, beta ``[B, H]``, state
     ``[B, H, K, V]`` → (o ``[B, H, V]`` in q's dtype, new state fp32)."""
     check_step_args(q, k, v, beta, state)
     s = _checks.resolve_scale(scale, q.shape[-1])
@@ -76,18 +79,13 @@ def delta_rule(
     f32 = jnp.float32
     state = jnp.zeros((bsz, h, dk, dv), f32) if initial_state is None else initial_state.astype(f32)
 
-    if impl == "naive":
+    if impl == "naive":  # the specification: one delta_rule_step per token
         reset = _checks.segment_starts(segment_ids, bsz, t)
-
-        def step(q_t, k_t, v_t, b_t, s_t):
-            return delta_rule_step(q_t, k_t, v_t, b_t, s_t, scale=s)
-
         xs = tuple(x.astype(f32) for x in (q, k, v, beta))
-        o, final = recurrent_scan(step, xs, state, reset)
+        o, final = recurrent_scan(partial(delta_rule_step, scale=s), xs, state, reset)
     else:
         reset = None if segment_ids is None else _checks.segment_starts(segment_ids, bsz, t)
         o, final = chunk_delta(
-            q, k, v, beta, None, scale=s, initial_state=state, reset=reset,
-            chunk_size=chunk_size,
+            q, k, v, beta, None, scale=s, initial_state=state, reset=reset, chunk_size=chunk_size
         )
     return o.astype(q.dtype), (final if output_final_state else None)

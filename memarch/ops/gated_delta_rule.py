@@ -1,13 +1,13 @@
 """Gated delta rule (Gated DeltaNet), per head with a scalar log decay ``g_t ≤ 0``.
 
 Shapes: q, k ``[B, T, H, K]``; v ``[B, T, H, V]``; g, beta ``[B, T, H]``; state
-``[B, H, K, V]`` fp32 (key-major); o ``[B, T, H, V]`` in q's dtype. ``s`` defaults to K^{-1/2};
-q and k are used as given (callers L2-normalise them).
+``[B, H, K, V]`` fp32 (key-major) whatever the input dtype; o ``[B, T, H, V]`` in q's dtype.
+The query scale ``s`` defaults to K^{-1/2}; q and k are used as given (callers L2-normalise).
 
 Recurrence (decay first, then the delta update reads the decayed state; read after write)::
 
     S'  = exp(g_t) S_{t-1}
-    S_t = S' + β_t k_t (v_t − S'ᵀ k_t)ᵀ = exp(g_t)(I − β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ
+    S_t = S' + β_t k_t (v_t − S'ᵀ k_t)ᵀ  =  exp(g_t)(I − β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ
     o_t = s · S_tᵀ q_t
 
 β ∈ (0, 1), or (0, 2) to allow negative eigenvalues; it is never clamped.
@@ -16,19 +16,22 @@ Chunked WY/UT form (chunk of C tokens entering with ``S = S_[n]``; γ = chunk-lo
 cumsum of g; Γ_ij = exp(γ_i − γ_j), masked to j ≤ i before the exp; M causal incl. diagonal)::
 
     A  = (I + tril(diag(β)(KKᵀ ⊙ Γ), −1))⁻¹
-    W  = A diag(β ⊙ exp(γ)) K;   U = A diag(β) V;   Ṽ = U − W S
+    W  = A diag(β ⊙ exp(γ)) K;    U = A diag(β) V;    Ṽ = U − W S
     S_[n+1] = exp(γ_C) S + (K ⊙ exp(γ_C − γ))ᵀ Ṽ
     O  = s[(Q ⊙ exp(γ)) S + (QKᵀ ⊙ Γ ⊙ M) Ṽ]
 
-``segment_ids`` ``[B, T]`` packs sequences: where the id changes the state is reset to zero
-before that token (see :mod:`memarch.ops._chunk_delta` for the chunk masks).
+``segment_ids`` ``[B, T]`` packs sequences: where the id changes, the state is reset to zero
+before that token; ``initial_state`` applies to each row's first segment and the final state is
+the state after the last token (see :mod:`memarch.ops._chunk_delta` for the chunk masks).
 
 Implementations: ``"naive"`` is an fp32 ``lax.scan`` over tokens calling
-:func:`gated_delta_rule_step` (the specification); ``"chunk"`` (= ``"auto"``) is the WY/UT
-form, parallel within chunks with a ``lax.scan`` over chunks for the state.
+:func:`gated_delta_rule_step` (the specification); ``"chunk"`` (= ``"auto"``) is the WY/UT form,
+parallel within a chunk with a ``lax.scan`` over chunks for the state.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +50,7 @@ def gated_delta_rule_step(
     *,
     scale: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """One decode step. q, k ``[B, H, K]``, v ``[B, H, V]``, g, beta ``[B, H]``, state
+    """One token (decode). q, k ``[B, H, K]``, v ``[B, H, V]``, g, beta ``[B, H]``, state
     ``[B, H, K, V]`` → (o ``[B, H, V]`` in q's dtype, new state fp32)."""
     check_step_args(q, k, v, beta, state, g=g)
     s = _checks.resolve_scale(scale, q.shape[-1])
@@ -81,18 +84,13 @@ def gated_delta_rule(
     f32 = jnp.float32
     state = jnp.zeros((bsz, h, dk, dv), f32) if initial_state is None else initial_state.astype(f32)
 
-    if impl == "naive":
+    if impl == "naive":  # the specification: one gated_delta_rule_step per token
         reset = _checks.segment_starts(segment_ids, bsz, t)
-
-        def step(q_t, k_t, v_t, g_t, b_t, s_t):
-            return gated_delta_rule_step(q_t, k_t, v_t, g_t, b_t, s_t, scale=s)
-
         xs = tuple(x.astype(f32) for x in (q, k, v, g, beta))
-        o, final = recurrent_scan(step, xs, state, reset)
+        o, final = recurrent_scan(partial(gated_delta_rule_step, scale=s), xs, state, reset)
     else:
         reset = None if segment_ids is None else _checks.segment_starts(segment_ids, bsz, t)
         o, final = chunk_delta(
-            q, k, v, beta, g.astype(f32), scale=s, initial_state=state, reset=reset,
-            chunk_size=chunk_size,
+            q, k, v, beta, g, scale=s, initial_state=state, reset=reset, chunk_size=chunk_size
         )
     return o.astype(q.dtype), (final if output_final_state else None)

@@ -85,14 +85,20 @@ def gla(
     _checks.check_impl(impl)
     _checks.check_chunk_size(chunk_size)
     scale = _checks.resolve_scale(scale, dk)
-    starts = _checks.segment_starts(segment_ids, b, t)
+    starts = None if segment_ids is None else _checks.segment_starts(segment_ids, b, t)
 
     if impl == "naive":
         step = functools.partial(gla_step, scale=scale)
         o, s = scan_tokens(step, (q, k, v, g), initial_state, starts, q.dtype)
     else:
         o, s = chunk_decay(
-            q, k, v, g, scale=scale, initial_state=initial_state, starts=starts,
+            q,
+            k,
+            v,
+            g,
+            scale=scale,
+            initial_state=initial_state,
+            starts=starts,
             chunk_size=chunk_size,
         )
     return o, (s if output_final_state else None)

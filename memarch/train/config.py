@@ -1,5 +1,8 @@
 """Typed experiment configs and ``key.sub=value`` overrides.
 
+``TrainConfig`` gathers the model (:class:`LMConfig`), the data (:class:`DataConfig`) and the
+optimiser (:class:`OptimConfig`) sections.
+
 A config file is a Python module in ``configs/`` with ``get_config() -> TrainConfig``.
 Overrides from the command line are applied with :func:`apply_overrides`; an unknown key or a
 value of the wrong type is rejected with the closest valid key named.
@@ -17,21 +20,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from memarch.data.config import DataConfig
 from memarch.models.lm import LMConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    task: str = "mqar"  # training task; "mqar" (multi-query associative recall)
-    vocab_size: int = 256  # task vocabulary (keys from the lower half, values from the upper)
-    train_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
-    eval_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
-    num_train_examples: int = 20_000  # distinct training examples per slice
-    num_eval_examples: int = 256  # test examples per slice
-    power_a: float = 0.01  # MQAR query placement exponent (small = queries near the context)
-    num_passes: int = 1  # times the key-value context is repeated (JRT-style)
-    seed: int = 0  # training data seed
-    eval_seed: int = 12345  # test data seed (different from training)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +94,9 @@ def _matches(value: Any, tp: Any) -> bool:
             return False
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_matches(v, args[0]) for v in value)
-        return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
+        return len(args) == len(value) and all(
+            _matches(v, a) for v, a in zip(value, args, strict=True)
+        )
     if origin is dict:
         return isinstance(value, dict)
     return isinstance(value, tp) if isinstance(tp, type) else True
@@ -173,3 +165,13 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
 def config_to_json(cfg: Any) -> str:
     """The resolved config as JSON (saved beside every run)."""
     return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
+
+
+__all__ = [
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_to_json",
+    "load_config",
+]

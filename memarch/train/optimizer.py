@@ -19,8 +19,10 @@ def make_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
     warmup = min(cfg.warmup_steps, max(num_steps - 1, 0))
     if cfg.schedule == "constant":
         return optax.join_schedules(
-            [optax.linear_schedule(0.0, cfg.learning_rate, max(warmup, 1)),
-             optax.constant_schedule(cfg.learning_rate)],
+            [
+                optax.linear_schedule(0.0, cfg.learning_rate, max(warmup, 1)),
+                optax.constant_schedule(cfg.learning_rate),
+            ],
             [warmup],
         )
     return optax.warmup_cosine_decay_schedule(
@@ -44,8 +46,11 @@ def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransforma
         parts.append(optax.clip_by_global_norm(cfg.grad_clip))
     parts.append(
         optax.adamw(
-            make_schedule(cfg, num_steps), b1=cfg.b1, b2=cfg.b2,
-            weight_decay=cfg.weight_decay, mask=decay_mask,
+            make_schedule(cfg, num_steps),
+            b1=cfg.b1,
+            b2=cfg.b2,
+            weight_decay=cfg.weight_decay,
+            mask=decay_mask,
         )
     )
     return optax.chain(*parts)

@@ -15,6 +15,7 @@ import optax
 from flax import nnx
 
 from memarch.data.mqar import IGNORE_INDEX
+from memarch.models.forward import forward
 
 
 def masked_cross_entropy(
@@ -34,13 +35,13 @@ def masked_cross_entropy(
 
 
 def _forward_loss(model, batch: dict[str, jax.Array]):
-    logits, _ = model(batch["inputs"], segment_ids=batch.get("segment_ids"))
-    loss, metrics = masked_cross_entropy(logits, batch["targets"])
-    return loss, metrics
+    logits, aux, stats = forward(model, batch)
+    ce, metrics = masked_cross_entropy(logits, batch["targets"])
+    return ce + aux, dict(metrics, ce=ce, aux_loss=aux, **stats)
 
 
 def make_train_step(graphdef: Any):
-    """Returns ``step(state, batch) -> (state, metrics)`` for ``state = nnx.state((model, opt))``."""
+    """Returns ``step(state, batch) -> (state, metrics)``; ``state = nnx.state((model, opt))``."""
 
     def train_step(state, batch):
         model, optimizer = nnx.merge(graphdef, state)
@@ -50,16 +51,3 @@ def make_train_step(graphdef: Any):
         return nnx.state((model, optimizer)), metrics
 
     return jax.jit(train_step, donate_argnums=0)
-
-
-def make_eval_step(graphdef: Any):
-    """Returns ``step(model_state, batch) -> (correct [B, T] bool, mask [B, T] bool)``."""
-
-    @jax.jit
-    def eval_step(state, batch):
-        model = nnx.merge(graphdef, state)
-        logits, _ = model(batch["inputs"], segment_ids=batch.get("segment_ids"))
-        mask = batch["targets"] != IGNORE_INDEX
-        return (jnp.argmax(logits, -1) == batch["targets"]) & mask, mask
-
-    return eval_step

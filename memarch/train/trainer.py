@@ -38,8 +38,9 @@ def build_model(cfg: TrainConfig) -> LM:
     return LM(cfg.model, rngs=nnx.Rngs(cfg.seed))
 
 
-def train(cfg: TrainConfig, *, workdir: str | Path | None = None, progress: bool = False,
-          log=print) -> TrainResult:
+def train(
+    cfg: TrainConfig, *, workdir: str | Path | None = None, progress: bool = False, log=print
+) -> TrainResult:
     """Trains ``cfg`` for ``cfg.num_steps`` steps; returns the model and its metrics."""
     if cfg.num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {cfg.num_steps}")

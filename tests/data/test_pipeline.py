@@ -5,8 +5,9 @@ from memarch.data.mqar import IGNORE_INDEX
 from memarch.data.pipeline import eval_batches, train_dataset
 from memarch.train.config import DataConfig
 
-CFG = DataConfig(vocab_size=64, train_slices=((16, 2), (32, 4)), num_train_examples=50,
-                 num_eval_examples=10)
+CFG = DataConfig(
+    vocab_size=64, train_slices=((16, 2), (32, 4)), num_train_examples=50, num_eval_examples=10
+)
 
 
 def test_train_batches_padded_mixed_and_deterministic():

@@ -65,8 +65,11 @@ def test_rejects_bad_input(name):
     with pytest.raises(ValueError, match="segment_ids"):
         m(inputs(2, 5), segment_ids=jnp.zeros((2, 4), jnp.int32))
     with pytest.raises(ValueError, match="cannot be combined with a decode cache"):
-        m(inputs(2, 5), cache=m.init_cache(2, 5, jnp.float32),
-          segment_ids=jnp.zeros((2, 5), jnp.int32))
+        m(
+            inputs(2, 5),
+            cache=m.init_cache(2, 5, jnp.float32),
+            segment_ids=jnp.zeros((2, 5), jnp.int32),
+        )
 
 
 def test_conformance_checks_catch_a_broken_mixer():

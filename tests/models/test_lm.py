@@ -7,8 +7,14 @@ from flax import nnx
 from memarch.models import LM, LMConfig, generate
 from memarch.testing import assert_close
 
-CFG = LMConfig(vocab_size=50, d_model=32, num_heads=2, pattern="LSA", mlp_hidden=48,
-               mixer_options={"swa": {"window": 4}, "linear_attention": {"chunk_size": 16}})
+CFG = LMConfig(
+    vocab_size=50,
+    d_model=32,
+    num_heads=2,
+    pattern="LSA",
+    mlp_hidden=48,
+    mixer_options={"swa": {"window": 4}, "linear_attention": {"chunk_size": 16}},
+)
 
 
 def tokens(b, t, seed=0):
@@ -31,8 +37,15 @@ def test_tied_vs_untied_head():
 
 
 def test_ratio_stack():
-    cfg = LMConfig(vocab_size=20, d_model=16, num_heads=2, pattern=None, num_layers=4, ratio=1,
-                   linear_mixer="linear_attention")
+    cfg = LMConfig(
+        vocab_size=20,
+        d_model=16,
+        num_heads=2,
+        pattern=None,
+        num_layers=4,
+        ratio=1,
+        linear_mixer="linear_attention",
+    )
     assert LM(cfg, rngs=nnx.Rngs(0)).layer_names == ("linear_attention", "attention") * 2
 
 
@@ -82,11 +95,14 @@ def test_sampling_uses_rng_and_temperature():
     assert int(a.min()) >= 0 and int(a.max()) < CFG.vocab_size
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": 2, "temperature": -1.0},
-                                                "temperature"),
-    ({"max_new_tokens": 2, "temperature": 0.5}, "rng"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 2, "temperature": -1.0}, "temperature"),
+        ({"max_new_tokens": 2, "temperature": 0.5}, "rng"),
+    ],
+)
 def test_generate_rejects_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         generate(LM(CFG, rngs=nnx.Rngs(0)), tokens(1, 3), **kw)

@@ -21,10 +21,17 @@ def test_every_config_file_loads_and_resolves_layers(path):
 
 
 def test_overrides_nested_typed_and_literal():
-    cfg = apply_overrides(TrainConfig(), [
-        "optim.learning_rate=3e-4", "num_steps=7", "model.pattern=LLA",
-        "data.train_slices=[(32, 2)]", "model.mixer_options.swa.window=8", "optim.b1=1",
-    ])
+    cfg = apply_overrides(
+        TrainConfig(),
+        [
+            "optim.learning_rate=3e-4",
+            "num_steps=7",
+            "model.pattern=LLA",
+            "data.train_slices=[(32, 2)]",
+            "model.mixer_options.swa.window=8",
+            "optim.b1=1",
+        ],
+    )
     assert cfg.optim.learning_rate == 3e-4 and cfg.num_steps == 7
     assert cfg.model.pattern == "LLA" and cfg.data.train_slices == ((32, 2),)
     assert cfg.model.mixer_options == {"swa": {"window": 8}}
@@ -32,15 +39,23 @@ def test_overrides_nested_typed_and_literal():
 
 
 def test_unknown_key_names_the_closest():
-    with pytest.raises(ValueError, match=r"unknown config key 'optim.learning_rat'.*"
-                                         r"'optim.learning_rate'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown config key 'optim.learning_rat'.*"
+        r"'optim.learning_rate'",
+    ):
         apply_overrides(TrainConfig(), ["optim.learning_rat=1e-3"])
 
 
-@pytest.mark.parametrize("item,match", [
-    ("num_steps=ten", "num_steps.*expects"), ("batch_size=1.5", "batch_size.*expects"),
-    ("num_steps", "key.sub=value"), ("optim.learning_rate.x=1", "not a section"),
-])
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("num_steps=ten", "num_steps.*expects"),
+        ("batch_size=1.5", "batch_size.*expects"),
+        ("num_steps", "key.sub=value"),
+        ("optim.learning_rate.x=1", "not a section"),
+    ],
+)
 def test_bad_overrides(item, match):
     with pytest.raises(ValueError, match=match):
         apply_overrides(TrainConfig(), [item])

@@ -12,10 +12,21 @@ from memarch.train.trainer import build_model, load_params, train
 
 SMALL = TrainConfig(
     name="mqar_small",
-    model=LMConfig(vocab_size=64, d_model=64, num_heads=2, pattern="AA", mlp_hidden=0,
-                   mixer_options={"attention": {"short_conv": 4}}),
-    data=DataConfig(vocab_size=64, train_slices=((32, 4),), eval_slices=((32, 4),),
-                    num_train_examples=10_000, num_eval_examples=256),
+    model=LMConfig(
+        vocab_size=64,
+        d_model=64,
+        num_heads=2,
+        pattern="AA",
+        mlp_hidden=0,
+        mixer_options={"attention": {"short_conv": 4}},
+    ),
+    data=DataConfig(
+        vocab_size=64,
+        train_slices=((32, 4),),
+        eval_slices=((32, 4),),
+        num_train_examples=10_000,
+        num_eval_examples=256,
+    ),
     optim=OptimConfig(learning_rate=3e-3, warmup_steps=30),
     batch_size=32,
     num_steps=300,
@@ -40,13 +51,16 @@ def test_short_run_is_deterministic():
     np.testing.assert_array_equal([h["loss"] for h in a.history], [h["loss"] for h in b.history])
 
 
-@pytest.mark.parametrize("override,match", [
-    ({"num_steps": 0}, "num_steps"),
-    ({"model": dataclasses.replace(SMALL.model, vocab_size=32)}, "model.vocab_size"),
-    ({"data": dataclasses.replace(SMALL.data, task="copy")}, "data.task must be one of"),
-    ({"data": dataclasses.replace(SMALL.data, train_slices=((32, 40),))}, "vocab_size"),
-    ({"data": dataclasses.replace(SMALL.data, train_slices=((16, 8),))}, "seq_len"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"num_steps": 0}, "num_steps"),
+        ({"model": dataclasses.replace(SMALL.model, vocab_size=32)}, "model.vocab_size"),
+        ({"data": dataclasses.replace(SMALL.data, task="copy")}, "data.task must be one of"),
+        ({"data": dataclasses.replace(SMALL.data, train_slices=((32, 40),))}, "vocab_size"),
+        ({"data": dataclasses.replace(SMALL.data, train_slices=((16, 8),))}, "seq_len"),
+    ],
+)
 def test_bad_training_configs(override, match):
     with pytest.raises(ValueError, match=match):
         train(dataclasses.replace(SMALL, **override))

@@ -1,0 +1,19 @@
+"""The data section of a training config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    task: str = "mqar"  # training task; "mqar" (multi-query associative recall)
+    vocab_size: int = 256  # task vocabulary (keys from the lower half, values from the upper)
+    train_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
+    eval_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
+    num_train_examples: int = 20_000  # distinct training examples per slice
+    num_eval_examples: int = 256  # test examples per slice
+    power_a: float = 0.01  # MQAR query placement exponent (small = queries near the context)
+    num_passes: int = 1  # times the key-value context is repeated (JRT-style)
+    seed: int = 0  # training data seed
+    eval_seed: int = 12345  # test data seed (different from training)

@@ -1,0 +1,236 @@
+"""Tests for memarch.ops.linear_attention: chunk vs naive, packing, decode step, stability.
+
+Criterion (shared/reference/linear_attention.md §5): rel-RMS via memarch.testing.assert_close on
+o, S_T and the gradients of q, k, v, S_0 through the loss Σ(o⊙dO) + Σ(S_T⊙dS_T).
+fp32: 1e-5. bf16: the bf16 chunk form is compared with the fp32 naive form on the same
+bf16-rounded inputs (so only the chunk form's error and bf16 output/gradient rounding are
+measured), tolerance 1e-2.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memarch.ops.linear_attention import linear_attention, linear_attention_step
+from memarch.testing import assert_close
+
+F32_TOL, BF16_TOL = 1e-5, 1e-2
+NAMES = ("o", "S_T", "dq", "dk", "dv", "dS0")
+
+
+def make_inputs(seed, b, t, h, dk, dv, *, init=True, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    q, k = (rng.standard_normal((b, t, h, dk)) for _ in range(2))
+    v = rng.standard_normal((b, t, h, dv))
+    s0 = rng.standard_normal((b, h, dk, dv)) if init else None
+    do = rng.standard_normal((b, t, h, dv))
+    ds = rng.standard_normal((b, h, dk, dv))
+    cast = lambda x, dt: None if x is None else jnp.asarray(x, dt)
+    return dict(
+        q=cast(q, dtype),
+        k=cast(k, dtype),
+        v=cast(v, dtype),
+        s0=cast(s0, jnp.float32),
+        do=cast(do, jnp.float32),
+        ds=cast(ds, jnp.float32),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("impl", "chunk_size"))
+def fwd_bwd(q, k, v, s0, do, ds, seg=None, *, impl, chunk_size=64):
+    """(o, S_T, grads of (q, k, v, S_0)) for the loss Σ(o⊙dO) + Σ(S_T⊙dS_T)."""
+
+    def loss(q, k, v, s0):
+        o, s = linear_attention(
+            q,
+            k,
+            v,
+            initial_state=s0,
+            output_final_state=True,
+            segment_ids=seg,
+            impl=impl,
+            chunk_size=chunk_size,
+        )
+        return jnp.sum(o.astype(jnp.float32) * do) + jnp.sum(s * ds), (o, s)
+
+    grads, (o, s) = jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True)(q, k, v, s0)
+    return (o, s, *grads)
+
+
+def assert_all_close(actual, ref, tol, label=""):
+    for name, a, r in zip(NAMES, actual, ref, strict=True):
+        if r is not None:
+            assert_close(f"{label}{name}", a, r, tol)
+
+
+def as_f32(x):
+    return None if x is None else x.astype(jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "t, chunk, dk, dv, init",
+    [
+        (1, 64, 24, 40, True),
+        (63, 16, 24, 40, False),
+        (75, 32, 16, 16, True),
+        (300, 64, 24, 40, True),
+        (300, 16, 32, 24, False),
+    ],
+)
+def test_chunk_matches_naive(t, chunk, dk, dv, init):
+    x = make_inputs(t, 2, t, 2, dk, dv, init=init)
+    args = (x["q"], x["k"], x["v"], x["s0"], x["do"], x["ds"])
+    ref = fwd_bwd(*args, impl="naive")
+    out = fwd_bwd(*args, impl="chunk", chunk_size=chunk)
+    assert_all_close(out, ref, F32_TOL)
+
+
+def test_bf16_chunk_matches_fp32_naive():
+    x = make_inputs(7, 2, 75, 2, 24, 40, dtype=jnp.bfloat16)
+    rest = (x["s0"], x["do"], x["ds"])
+    out = fwd_bwd(x["q"], x["k"], x["v"], *rest, impl="chunk", chunk_size=32)
+    assert out[0].dtype == jnp.bfloat16 and out[1].dtype == jnp.float32
+    ref = fwd_bwd(as_f32(x["q"]), as_f32(x["k"]), as_f32(x["v"]), *rest, impl="naive")
+    assert_all_close(out, ref, BF16_TOL)
+
+
+def reference_recurrence(q, k, v, s0, segment_ids, scale):
+    """float64 numpy recurrence, run separately on each packed segment of each row."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    b, t, h, dk = q.shape
+    o = np.zeros(v.shape)
+    s_final = np.zeros((b, h, dk, v.shape[-1]))
+    for row in range(b):
+        ids = np.asarray(segment_ids[row])
+        starts = [0, *np.flatnonzero(ids[1:] != ids[:-1]) + 1, t]
+        for lo, hi in zip(starts[:-1], starts[1:], strict=True):
+            s = np.array(s0[row], np.float64) if lo == 0 else np.zeros_like(s_final[row])
+            for i in range(lo, hi):
+                s = s + k[row, i][..., None] * v[row, i][:, None]
+                o[row, i] = scale * np.einsum("hkv,hk->hv", s, q[row, i])
+        s_final[row] = s
+    return o, s_final
+
+
+PACKED = np.array(
+    [
+        # [0..15 | 16] (a length-1 segment at a chunk start) | changes at 32 and 48 (chunk
+        # boundaries for chunk 16) | one inside a chunk at 57.
+        [0] * 16 + [1] + [2] * 15 + [3] * 16 + [4] * 9 + [5] * 18,
+        # a length-1 first segment, then non-monotone ids: a new segment is where the id changes.
+        [7] + [3] * 30 + [7] * 33 + [3] * 11,
+    ]
+)
+
+
+@pytest.mark.parametrize("chunk", [16, 64])
+def test_packed_segments_equal_separate_runs(chunk):
+    x = make_inputs(3, 2, 75, 2, 24, 40)
+    seg = jnp.asarray(PACKED, jnp.int32)
+    ref_o, ref_s = reference_recurrence(x["q"], x["k"], x["v"], x["s0"], PACKED, 24**-0.5)
+    args = (x["q"], x["k"], x["v"], x["s0"], x["do"], x["ds"], seg)
+    naive = fwd_bwd(*args, impl="naive")
+    chunked = fwd_bwd(*args, impl="chunk", chunk_size=chunk)
+    for label, out in (("naive ", naive), ("chunk ", chunked)):
+        assert_close(label + "o", out[0], ref_o, F32_TOL)
+        assert_close(label + "S_T", out[1], ref_s, F32_TOL)
+    assert_all_close(chunked, naive, F32_TOL)
+
+
+def test_naive_equals_repeated_step():
+    x = make_inputs(5, 2, 12, 3, 8, 12)
+    o_ref, s_ref = linear_attention(
+        x["q"],
+        x["k"],
+        x["v"],
+        initial_state=x["s0"],
+        output_final_state=True,
+        impl="naive",
+        scale=0.3,
+    )
+    step = jax.jit(functools.partial(linear_attention_step, scale=0.3))
+    s, outs = x["s0"], []
+    for t in range(12):
+        o_t, s = step(x["q"][:, t], x["k"][:, t], x["v"][:, t], s)
+        outs.append(o_t)
+    assert s.dtype == jnp.float32 and outs[0].shape == (2, 3, 12)
+    assert_close("o", jnp.stack(outs, axis=1), o_ref, 1e-6)
+    assert_close("S_T", s, s_ref, 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_long_sequence_is_finite(dtype):
+    x = make_inputs(13, 1, 16384, 1, 16, 16, dtype=dtype)
+    out = fwd_bwd(x["q"], x["k"], x["v"], x["s0"], x["do"], x["ds"], impl="chunk")
+    for name, a in zip(NAMES, out, strict=True):
+        assert bool(jnp.all(jnp.isfinite(a.astype(jnp.float32)))), f"non-finite {name}"
+
+
+@settings(max_examples=5, deadline=None, derandomize=True)
+@given(
+    b=st.integers(1, 2),
+    t=st.integers(1, 90),
+    h=st.integers(1, 2),
+    dk=st.integers(1, 20),
+    dv=st.integers(1, 20),
+    chunk=st.sampled_from([8, 16, 24, 32, 64]),
+    init=st.booleans(),
+    n_cuts=st.integers(0, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_property_chunk_matches_naive(b, t, h, dk, dv, chunk, init, n_cuts, seed):
+    rng = np.random.default_rng(seed)
+    x = make_inputs(seed, b, t, h, dk, dv, init=init)
+    seg = np.cumsum(rng.uniform(size=(b, t)) < n_cuts / max(t, 1), axis=1).astype(np.int32)
+    args = (x["q"], x["k"], x["v"], x["s0"], x["do"], x["ds"], jnp.asarray(seg))
+    assert_all_close(
+        fwd_bwd(*args, impl="chunk", chunk_size=chunk), fwd_bwd(*args, impl="naive"), F32_TOL
+    )
+
+
+def test_output_contract():
+    x = make_inputs(1, 2, 20, 2, 8, 6, dtype=jnp.bfloat16)
+    run = jax.jit(linear_attention, static_argnames=("output_final_state", "scale", "impl"))
+    o, s = run(x["q"], x["k"], x["v"])
+    assert o.shape == (2, 20, 2, 6) and o.dtype == jnp.bfloat16 and s is None
+    _, s = run(x["q"], x["k"], x["v"], output_final_state=True, impl="naive")
+    assert s.shape == (2, 2, 8, 6) and s.dtype == jnp.float32
+    q, k, v = as_f32(x["q"]), as_f32(x["k"]), as_f32(x["v"])
+    np.testing.assert_array_equal(run(q, k, v)[0], run(q, k, v, scale=8**-0.5)[0])
+
+
+def _bad_calls():
+    """case → (call, regex the ValueError message must match)."""
+    q = jnp.zeros((2, 10, 3, 8))
+    v = jnp.zeros((2, 10, 3, 6))
+    state = jnp.zeros((2, 3, 8, 6))
+    la = linear_attention
+    return {
+        "k shape": (lambda: la(q, jnp.zeros((2, 10, 3, 7)), v), "^k must"),
+        "v shape": (lambda: la(q, q, jnp.zeros((2, 10, 4, 6))), "^v must"),
+        "dtype": (lambda: la(q, q, v.astype(jnp.bfloat16)), "dtype"),
+        "rank": (lambda: la(q[0], q[0], v[0]), "rank 4"),
+        "chunk_size": (lambda: la(q, q, v, chunk_size=-1), "chunk_size"),
+        "impl": (lambda: la(q, q, v, impl="fused"), "impl"),
+        "initial_state": (lambda: la(q, q, v, initial_state=state[:1]), "initial_state"),
+        "segment_ids": (lambda: la(q, q, v, segment_ids=jnp.zeros((10,), jnp.int32)), "segment"),
+        "step state": (
+            lambda: linear_attention_step(q[:, 0], q[:, 0], v[:, 0], state[:, :2]),
+            "^state must",
+        ),
+        "step k": (lambda: linear_attention_step(q[:, 0], q[:, 0, :2], v[:, 0], state), "^k must"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_calls()))
+def test_bad_input_raises(case):
+    call, match = _bad_calls()[case]
+    with pytest.raises(ValueError, match=match):
+        call()
