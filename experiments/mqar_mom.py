@@ -4,7 +4,7 @@
 
 Trains the two-layer models of configs/mqar_mom.py — ``MM`` (MoM: 4 memories, top-2, plus the
 shared memory, aux-loss weight 0.01) and ``GG`` (Gated DeltaNet) — with the same per-memory
-state (2 heads × 32 × 32 per layer) on MQAR, and writes accuracy per (L, pairs), wall time and
+state (2 heads × 16 × 16 per layer) on MQAR, and writes accuracy per (L, pairs), wall time and
 the final routing statistics (aux loss, router entropy, max memory load) as Markdown to
 experiments/results/mqar_mom.md. The paper's claim (arXiv 2502.13685) is that MoM recalls
 better than one memory of the same size; it holds 5× the state per layer but writes 3 memories
@@ -81,7 +81,8 @@ def main() -> None:
         )
     means = {n: float(np.mean(list(r.values()))) for n, r in results.items()}
     (g_name, _), (m_name, _) = MODELS
-    state = base.model.num_heads * 32 * 32
+    hd = base.model.mixer_options["mom"]["head_dim"]
+    state = base.model.num_heads * hd * hd
     text = (
         f"# MQAR: MoM(4, 2) + shared vs one Gated DeltaNet memory, equal per-memory state "
         f"({state} floats per memory per layer, 2 layers), seeds {a.seeds}, "

@@ -9,6 +9,7 @@ from memarch.mixers import deltanet as _deltanet  # noqa: F401  (deltanet, gated
 from memarch.mixers import gla as _gla  # noqa: F401
 from memarch.mixers import hgrn2 as _hgrn2  # noqa: F401
 from memarch.mixers import linear_attention as _linear_attention  # noqa: F401
+from memarch.mixers import mom as _mom  # noqa: F401  (Mixture-of-Memories)
 from memarch.mixers._registry import available, build, config_class, letters, register
 from memarch.mixers.protocol import Mixer
 

@@ -21,14 +21,31 @@ from flax import nnx
 from memarch.testing import assert_close, rel_rms
 
 
+def compiled(mixer):
+    """``mixer`` as a jit-compiled function ``f(x, cache=None, segment_ids=None)`` (same
+    parameters; one compilation per input shape, so token-by-token decoding is fast)."""
+    graphdef, state = nnx.split(mixer)
+
+    @jax.jit
+    def call(state, x, cache, segment_ids):
+        return nnx.merge(graphdef, state)(x, cache=cache, segment_ids=segment_ids)
+
+    def f(x, cache=None, segment_ids=None):
+        return call(state, x, cache, segment_ids)
+
+    f.init_cache = mixer.init_cache
+    return f
+
+
 def check_decode_matches_full(mixer, x: jax.Array, prefix: int, *, tol: float = 1e-5) -> float:
     """Full forward on ``x [B, T, D]`` vs prefill(x[:, :prefix]) + decode of each later token.
 
     Returns the relative RMS error (fp32 expected ≤ 1e-5).
     """
     b, t, _ = x.shape
-    full, _ = mixer(x)
     cache = mixer.init_cache(b, t, x.dtype)
+    mixer = compiled(mixer)
+    full, _ = mixer(x)
     outs = []
     if prefix:
         y, cache = mixer(x[:, :prefix], cache=cache)
@@ -49,6 +66,7 @@ def check_packed_matches_separate(
     if sum(lengths) != x.shape[1] or x.shape[0] != 1:
         raise ValueError(f"lengths must sum to T={x.shape[1]} and B must be 1; got {lengths}")
     seg = jnp.asarray(np.repeat(np.arange(len(lengths)) * 3 + 1, lengths)[None], jnp.int32)
+    mixer = compiled(mixer)
     packed, _ = mixer(x, segment_ids=seg)
     worst, start = 0.0, 0
     for n in lengths:
@@ -63,6 +81,7 @@ def check_packed_matches_separate(
 
 def check_causal(mixer, x: jax.Array, t0: int) -> None:
     """Perturbs ``x[:, t0:]``; outputs before ``t0`` must not change at all (≤ 1e-6 abs)."""
+    mixer = compiled(mixer)
     y1, _ = mixer(x)
     x2 = x.at[:, t0:].add(jax.random.normal(jax.random.key(7), x[:, t0:].shape))
     y2, _ = mixer(x2)
@@ -76,11 +95,17 @@ def check_causal(mixer, x: jax.Array, t0: int) -> None:
 def check_gradients_finite(mixer, x: jax.Array) -> None:
     """d(Σ y²)/dθ exists for every parameter, is finite, and is not all zero."""
 
-    def loss(m):
-        y, _ = m(x)
-        return jnp.sum(y.astype(jnp.float32) ** 2)
+    graphdef, state = nnx.split(mixer)
 
-    grads = nnx.grad(loss)(mixer)
+    @jax.jit
+    def grad_fn(state):
+        def loss(state):
+            y, _ = nnx.merge(graphdef, state)(x)
+            return jnp.sum(y.astype(jnp.float32) ** 2)
+
+        return jax.grad(loss)(state)
+
+    grads = grad_fn(state)
     leaves = jax.tree.leaves(grads)
     if not leaves:
         raise AssertionError("mixer has no parameters to differentiate")

@@ -238,10 +238,10 @@ def chunk_decay(
     k: jax.Array,
     v: jax.Array,
     g: jax.Array | None,
-    *,
-    scale: float,
     initial_state: jax.Array | None,
     starts: jax.Array | None,
+    *,
+    scale: float,
     chunk_size: int,
 ) -> tuple[jax.Array, jax.Array]:
     """Chunked form of the decay recurrence; returns (o ``[B, T, H, V]``, final state).

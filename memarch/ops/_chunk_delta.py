@@ -23,14 +23,19 @@ Every exponent is ≤ 0 (γ is non-increasing inside a chunk), so nothing overfl
 strength or sequence length. Ungated (plain delta rule): γ = 0, Γ = 1.
 
 ``(I + L)⁻¹`` is applied by block forward substitution: the 16×16 diagonal blocks (the whole
-chunk when C is not a multiple of 16) are inverted by the matmul-only doubling product
-``(I + L_d)⁻¹ = Π_i (I + (−L_d)^{2^i})`` (exact: L_d is nilpotent), the off-diagonal blocks are
-eliminated block row by block row. Its gradient is written by hand:
-``dR = (I + L)⁻ᵀ dX`` (block back substitution) and ``dL = −tril(dR Xᵀ, −1)``.
+chunk when C is not a multiple of 16) are inverted by small triangular solves, the off-diagonal
+blocks are eliminated block row by block row with matmuls (one big batched triangular solve is
+far slower in XLA on CPU; the matmul-only doubling product is less accurate, see
+``_unit_lower_inverse``). Its gradient is written by hand: ``dR = (I + L)⁻ᵀ dX`` (block back
+substitution) and ``dL = −tril(dR Xᵀ, −1)``.
 
-For speed on CPU the whole chunk step runs inside one ``lax.scan`` over chunks and is
-rematerialised in the backward pass (``jax.checkpoint``): the working set of a chunk stays in
-cache and only the chunk-entry states are stored.
+Layout and loop (tuned for CPU): the ``[B, T, H, ·]`` inputs are only reshaped (no transpose)
+to ``[B, N/G, G, C, H, ·]`` and a loop walks the groups of G consecutive chunks. Per group the
+state-independent work (QKᵀ, KKᵀ, Γ, the solve) is batched over the G chunks, the state passes
+through them in order, and the outputs are batched again, so a group's working set stays in
+cache. The loop's gradient is hand-written (``_scan_groups``): the forward pass stores only the
+group-entry states; the backward pass walks the groups in reverse, recomputes each group and
+applies its VJP (rematerialisation). Reverse-mode autodiff only (no ``jax.jvp`` through it).
 
 Packed sequences: a reset (state := 0 before token t) splits a chunk into segments. Only
 same-segment pairs interact in ``L`` and ``QKᵀ`` (the triangular system decouples per segment);
@@ -44,13 +49,14 @@ expressed as a log decay of −inf. Padding up to a multiple of C uses identity 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 
 HIGHEST = jax.lax.Precision.HIGHEST
 SOLVE_BLOCK = 16  # diagonal block size of the triangular solve
-CHUNKS_PER_STEP = 8  # chunks handled by one step of the scan
+CHUNKS_PER_STEP = 8  # chunks per group (one step of the loop over the sequence)
 
 StepFn = Callable[..., tuple[jax.Array, jax.Array]]
 
@@ -165,14 +171,15 @@ def _diag_blocks(lower: jax.Array, b: int) -> jax.Array:
 
 
 def _unit_lower_inverse(lower: jax.Array) -> jax.Array:
-    """``(I + L)⁻¹`` of strictly lower ``[.., b, b]`` by doubling: Π_i (I + (−L)^{2^i})."""
-    b = lower.shape[-1]
-    x = -lower
-    inv = jnp.eye(b, dtype=lower.dtype) + x
-    for _ in range(max(b - 1, 1).bit_length() - 1):
-        x = _mm(x, x)
-        inv = inv + _mm(inv, x)
-    return inv
+    """``(I + L)⁻¹`` of strictly lower ``[.., b, b]`` blocks by forward substitution.
+
+    Not the matmul-only doubling product Π_i (I + (−L)^{2^i}): its powers of L grow large and
+    cancel, which cost ~3 digits in fp32 with β ≈ 2 and near-parallel keys.
+    """
+    eye = jnp.broadcast_to(jnp.eye(lower.shape[-1], dtype=lower.dtype), lower.shape)
+    return jax.lax.linalg.triangular_solve(
+        lower, eye, left_side=True, lower=True, unit_diagonal=True
+    )
 
 
 def _cat(xs: list[jax.Array]) -> jax.Array:
@@ -242,16 +249,18 @@ unit_lower_solve.defvjp(_solve_fwd, _solve_bwd)
 # Chunked form.
 
 
-def _chunk_group(s: jax.Array, xs: tuple[jax.Array | None, ...]) -> tuple[jax.Array, jax.Array]:
+def _chunk_group(
+    s: jax.Array, xs: tuple[jax.Array | None, ...], scale: float
+) -> tuple[jax.Array, jax.Array]:
     """G consecutive chunks: state ``[B, H, K, V]`` → (next state, o ``[B, G, C, H, V]``).
 
-    xs: q (scaled), k ``[B, G, C, H, K]``; v ``[B, G, C, H, V]``; beta ``[B, G, C, H]``;
-    gam = γ ``[B, G, C, H]`` (None: ungated); seg = resets so far in each chunk ``[B, G, 1, C]``
-    (None: no resets). The state-independent work (KKᵀ, QKᵀ, the solve) is batched over the G
-    chunks, then the state passes through them in order, then the outputs are batched again.
+    xs: q, k ``[B, G, C, H, K]``; v ``[B, G, C, H, V]``; beta ``[B, G, C, H]``; gam = γ
+    ``[B, G, C, H]`` (None: ungated); seg = resets so far in each chunk ``[B, G, 1, C]`` (None:
+    no resets). The state-independent work (KKᵀ, QKᵀ, the solve) is batched over the G chunks,
+    then the state passes through them in order, then the outputs are batched again.
     """
-    # The barrier keeps the scan's slicing of xs out of the fusions below (it blocks
-    # vectorisation of the exp there).
+    # The barrier keeps the slicing of xs out of the fusions below (it blocks vectorisation of
+    # the exp there).
     q, k, v, beta, gam, seg = jax.lax.optimization_barrier(xs)
     q, k, v = (jnp.swapaxes(x, 2, 3) for x in (q, k, v))  # [B, G, H, C, ·]
     beta = jnp.swapaxes(beta, 2, 3)
@@ -289,7 +298,75 @@ def _chunk_group(s: jax.Array, xs: tuple[jax.Array | None, ...]) -> tuple[jax.Ar
         s = s_kept + _tmm(k_out[:, i], v_new[-1])
     states, v_new = jnp.stack(states, 1), jnp.stack(v_new, 1)
     o = _mm(read_q, states) + _mm(jnp.where(mask, qk, 0.0), v_new)
-    return s, jnp.swapaxes(o, 2, 3)
+    return s, scale * jnp.swapaxes(o, 2, 3)
+
+
+def _group(x: jax.Array | None, i: jax.Array) -> jax.Array | None:
+    """Group i of a ``[B, N/G, ...]`` array (a slice, no copy of the whole array)."""
+    return None if x is None else jax.lax.dynamic_index_in_dim(x, i, axis=1, keepdims=False)
+
+
+def _put_group(buf: jax.Array, x: jax.Array, i: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_index_in_dim(buf, x, i, axis=1)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _scan_groups(
+    scale: float, xs: tuple[jax.Array | None, ...], seg: jax.Array | None, s0: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Runs :func:`_chunk_group` over the groups of ``[B, N/G, G, C, ...]`` inputs.
+
+    Returns (o ``[B, N/G, G, C, H, V]``, final state). The gradient is hand-written: the forward
+    pass keeps only each group's entry state; the backward pass walks the groups in reverse,
+    recomputes each group (rematerialisation) and applies its VJP.
+    """
+    return _scan_groups_fwd(scale, xs, seg, s0)[0]
+
+
+def _scan_groups_fwd(
+    scale: float, xs: tuple[jax.Array | None, ...], seg: jax.Array | None, s0: jax.Array
+) -> tuple[tuple[jax.Array, jax.Array], tuple]:
+    q, v = xs[0], xs[2]
+    n_groups = q.shape[1]
+
+    def body(i: jax.Array, carry: tuple) -> tuple:
+        s, o, entry = carry
+        entry = jax.lax.dynamic_update_index_in_dim(entry, s, i, axis=0)
+        s, o_i = _chunk_group(s, (*(_group(x, i) for x in xs), _group(seg, i)), scale)
+        return s, _put_group(o, o_i, i), entry
+
+    o = jnp.zeros((*q.shape[:-1], v.shape[-1]), s0.dtype)
+    entry = jnp.zeros((n_groups, *s0.shape), s0.dtype)
+    s, o, entry = jax.lax.fori_loop(0, n_groups, body, (s0, o, entry))
+    return (o, s), (xs, seg, entry)
+
+
+def _scan_groups_bwd(scale: float, res: tuple, cts: tuple[jax.Array, jax.Array]) -> tuple:
+    xs, seg, entry = res
+    d_o, d_s = cts
+    n_groups = xs[0].shape[1]
+
+    def body(j: jax.Array, carry: tuple) -> tuple:
+        i = n_groups - 1 - j
+        d_s, d_xs = carry
+        seg_i = _group(seg, i)
+
+        def group(s: jax.Array, x: tuple) -> tuple[jax.Array, jax.Array]:
+            return _chunk_group(s, (*x, seg_i), scale)
+
+        _, vjp = jax.vjp(group, entry[i], tuple(_group(x, i) for x in xs))
+        d_s, d_x = vjp((d_s, _group(d_o, i)))
+        d_xs = tuple(
+            None if d is None else _put_group(d, dx, i) for d, dx in zip(d_xs, d_x, strict=True)
+        )
+        return d_s, d_xs
+
+    d_xs = tuple(None if x is None else jnp.zeros_like(x) for x in xs)
+    d_s0, d_xs = jax.lax.fori_loop(0, n_groups, body, (d_s, d_xs))
+    return d_xs, None, d_s0
+
+
+_scan_groups.defvjp(_scan_groups_fwd, _scan_groups_bwd)
 
 
 def chunk_delta(
@@ -304,7 +381,7 @@ def chunk_delta(
     reset: jax.Array | None,
     chunk_size: int,
 ) -> tuple[jax.Array, jax.Array]:
-    """Chunked WY/UT (gated) delta rule: ``lax.scan`` over groups of chunks, fp32 arithmetic.
+    """Chunked WY/UT (gated) delta rule over groups of chunks, all arithmetic in fp32.
 
     q, k ``[B, T, H, K]``, v ``[B, T, H, V]``, beta, g ``[B, T, H]`` (g None: ungated),
     initial_state ``[B, H, K, V]``, reset ``[B, T]`` bool (None: no resets).
@@ -315,23 +392,19 @@ def chunk_delta(
     c = min(chunk_size, t)
     n = -(-t // c)  # chunks
     n_groups = -(-n // CHUNKS_PER_STEP)
-    grp = -(-n // n_groups)  # chunks per scan step
+    grp = -(-n // n_groups)  # chunks per group
     pad = n_groups * grp * c - t
 
-    def chunks(x: jax.Array) -> jax.Array:  # [B, T, ...] → [N/G, B, G, C, ...]
-        x = jnp.pad(x.astype(f32), [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-        return jnp.swapaxes(x.reshape(bsz, n_groups, grp, c, *x.shape[2:]), 0, 1)
+    def groups(x: jax.Array) -> jax.Array:  # [B, T, ...] → [B, N/G, G, C, ...], no transpose
+        if pad:
+            x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+        return x.astype(f32).reshape(bsz, n_groups, grp, c, *x.shape[2:])
 
     gam = seg = None
-    if (
-        g is not None
-    ):  # chunk-local cumsum, as a matmul (a reduce-window fused into the exp is slow)
-        gam = _einsum("...jh,ji->...ih", chunks(g), jnp.triu(jnp.ones((c, c), f32)))
+    if g is not None:  # γ: chunk-local cumsum, as a matmul (a fused reduce-window slows the exp)
+        gam = _einsum("...jh,ji->...ih", groups(g), jnp.triu(jnp.ones((c, c), f32)))
     if reset is not None:
-        seg = jnp.cumsum(chunks(reset).astype(jnp.int32), axis=-1)[..., None, :]
-    xs = (chunks(q.astype(f32) * scale), chunks(k), chunks(v), chunks(beta), gam, seg)
-    # Rematerialise each group in the backward pass: only the group-entry states are stored.
-    step = jax.checkpoint(_chunk_group, prevent_cse=False)
-    final, o = jax.lax.scan(step, initial_state.astype(f32), xs)
-    o = jnp.swapaxes(o, 0, 1).reshape(bsz, n_groups * grp * c, h, -1)
-    return o[:, :t], final
+        seg = jnp.cumsum(groups(reset).astype(jnp.int32), axis=-1)[..., None, :]
+    xs = (groups(q), groups(k), groups(v), groups(beta), gam)
+    o, final = _scan_groups(scale, xs, seg, initial_state.astype(f32))
+    return o.reshape(bsz, n_groups * grp * c, h, -1)[:, :t], final

@@ -91,14 +91,5 @@ def gla(
         step = functools.partial(gla_step, scale=scale)
         o, s = scan_tokens(step, (q, k, v, g), initial_state, starts, q.dtype)
     else:
-        o, s = chunk_decay(
-            q,
-            k,
-            v,
-            g,
-            scale=scale,
-            initial_state=initial_state,
-            starts=starts,
-            chunk_size=chunk_size,
-        )
+        o, s = chunk_decay(q, k, v, g, initial_state, starts, scale=scale, chunk_size=chunk_size)
     return o, (s if output_final_state else None)

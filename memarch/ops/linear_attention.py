@@ -79,14 +79,5 @@ def linear_attention(
         step = functools.partial(linear_attention_step, scale=scale)
         o, s = scan_tokens(step, (q, k, v), initial_state, starts, q.dtype)
     else:
-        o, s = chunk_decay(
-            q,
-            k,
-            v,
-            None,
-            scale=scale,
-            initial_state=initial_state,
-            starts=starts,
-            chunk_size=chunk_size,
-        )
+        o, s = chunk_decay(q, k, v, None, initial_state, starts, scale=scale, chunk_size=chunk_size)
     return o, (s if output_final_state else None)

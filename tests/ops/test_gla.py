@@ -47,34 +47,19 @@ def make_inputs(seed, b, t, h, dk, dv, *, per_channel, mode, init=True, dtype=jn
     s0 = rng.standard_normal((b, h, dk, dv)) if init else None
     do = rng.standard_normal((b, t, h, dv))
     ds = rng.standard_normal((b, h, dk, dv))
-    cast = lambda x, dt: None if x is None else jnp.asarray(x, dt)
-    return dict(
-        q=cast(q, dtype),
-        k=cast(k, dtype),
-        v=cast(v, dtype),
-        g=cast(g, jnp.float32),
-        s0=cast(s0, jnp.float32),
-        do=cast(do, jnp.float32),
-        ds=cast(ds, jnp.float32),
-    )
+    arrays = dict(q=q, k=k, v=v, g=g, s0=s0, do=do, ds=ds)  # g, S_0, dO, dS_T stay float32
+    as_dtype = lambda name: dtype if name in ("q", "k", "v") else jnp.float32
+    return {n: None if x is None else jnp.asarray(x, as_dtype(n)) for n, x in arrays.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("impl", "chunk_size"))
 def fwd_bwd(q, k, v, g, s0, do, ds, seg=None, *, impl, chunk_size=64):
     """(o, S_T, grads of (q, k, v, g, S_0)) for the loss Σ(o⊙dO) + Σ(S_T⊙dS_T)."""
 
+    kw = dict(output_final_state=True, segment_ids=seg, impl=impl, chunk_size=chunk_size)
+
     def loss(q, k, v, g, s0):
-        o, s = gla(
-            q,
-            k,
-            v,
-            g,
-            initial_state=s0,
-            output_final_state=True,
-            segment_ids=seg,
-            impl=impl,
-            chunk_size=chunk_size,
-        )
+        o, s = gla(q, k, v, g, initial_state=s0, **kw)
         return jnp.sum(o.astype(jnp.float32) * do) + jnp.sum(s * ds), (o, s)
 
     grads, (o, s) = jax.grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True)(q, k, v, g, s0)
@@ -171,16 +156,8 @@ def test_packed_segments_equal_separate_runs(per_channel, mode, chunk):
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_naive_equals_repeated_step(per_channel):
     x = make_inputs(5, 2, 12, 3, 8, 12, per_channel=per_channel, mode="tau1")
-    o_ref, s_ref = gla(
-        x["q"],
-        x["k"],
-        x["v"],
-        x["g"],
-        initial_state=x["s0"],
-        output_final_state=True,
-        impl="naive",
-        scale=0.3,
-    )
+    kw = dict(initial_state=x["s0"], output_final_state=True, impl="naive", scale=0.3)
+    o_ref, s_ref = gla(x["q"], x["k"], x["v"], x["g"], **kw)
     step = jax.jit(functools.partial(gla_step, scale=0.3))
     s, outs = x["s0"], []
     for t in range(12):
@@ -215,7 +192,7 @@ def test_long_sequence_strong_decay_is_finite(per_channel, dtype):
         assert bool(jnp.all(jnp.isfinite(a.astype(jnp.float32)))), f"non-finite {name}"
 
 
-@settings(max_examples=5, deadline=None, derandomize=True)
+@settings(max_examples=4, deadline=None, derandomize=True)
 @given(
     b=st.integers(1, 2),
     t=st.integers(1, 90),
@@ -234,7 +211,8 @@ def test_property_chunk_matches_naive(
 ):
     rng = np.random.default_rng(seed)
     x = make_inputs(seed, b, t, h, dk, dv, per_channel=per_channel, mode="tau1", init=init)
-    g = -(10.0**log_strength) * rng.uniform(0.0, 2.0, x["g"].shape)  # includes near-zero gates
+    g = -(10.0**log_strength) * rng.uniform(0.0, 2.0, x["g"].shape)
+    g = np.where(rng.uniform(size=g.shape) < 0.2, 0.0, g)  # some gates exactly zero
     seg = np.cumsum(rng.uniform(size=(b, t)) < n_cuts / max(t, 1), axis=1).astype(np.int32)
     args = (x["q"], x["k"], x["v"], jnp.asarray(g, jnp.float32), x["s0"], x["do"], x["ds"])
     ref = fwd_bwd(*args, jnp.asarray(seg), impl="naive")

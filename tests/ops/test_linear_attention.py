@@ -32,32 +32,19 @@ def make_inputs(seed, b, t, h, dk, dv, *, init=True, dtype=jnp.float32):
     s0 = rng.standard_normal((b, h, dk, dv)) if init else None
     do = rng.standard_normal((b, t, h, dv))
     ds = rng.standard_normal((b, h, dk, dv))
-    cast = lambda x, dt: None if x is None else jnp.asarray(x, dt)
-    return dict(
-        q=cast(q, dtype),
-        k=cast(k, dtype),
-        v=cast(v, dtype),
-        s0=cast(s0, jnp.float32),
-        do=cast(do, jnp.float32),
-        ds=cast(ds, jnp.float32),
-    )
+    arrays = dict(q=q, k=k, v=v, s0=s0, do=do, ds=ds)  # S_0, dO, dS_T stay float32
+    as_dtype = lambda name: dtype if name in ("q", "k", "v") else jnp.float32
+    return {n: None if x is None else jnp.asarray(x, as_dtype(n)) for n, x in arrays.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("impl", "chunk_size"))
 def fwd_bwd(q, k, v, s0, do, ds, seg=None, *, impl, chunk_size=64):
     """(o, S_T, grads of (q, k, v, S_0)) for the loss Σ(o⊙dO) + Σ(S_T⊙dS_T)."""
 
+    kw = dict(output_final_state=True, segment_ids=seg, impl=impl, chunk_size=chunk_size)
+
     def loss(q, k, v, s0):
-        o, s = linear_attention(
-            q,
-            k,
-            v,
-            initial_state=s0,
-            output_final_state=True,
-            segment_ids=seg,
-            impl=impl,
-            chunk_size=chunk_size,
-        )
+        o, s = linear_attention(q, k, v, initial_state=s0, **kw)
         return jnp.sum(o.astype(jnp.float32) * do) + jnp.sum(s * ds), (o, s)
 
     grads, (o, s) = jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True)(q, k, v, s0)
@@ -146,15 +133,8 @@ def test_packed_segments_equal_separate_runs(chunk):
 
 def test_naive_equals_repeated_step():
     x = make_inputs(5, 2, 12, 3, 8, 12)
-    o_ref, s_ref = linear_attention(
-        x["q"],
-        x["k"],
-        x["v"],
-        initial_state=x["s0"],
-        output_final_state=True,
-        impl="naive",
-        scale=0.3,
-    )
+    kw = dict(initial_state=x["s0"], output_final_state=True, impl="naive", scale=0.3)
+    o_ref, s_ref = linear_attention(x["q"], x["k"], x["v"], **kw)
     step = jax.jit(functools.partial(linear_attention_step, scale=0.3))
     s, outs = x["s0"], []
     for t in range(12):
@@ -173,7 +153,7 @@ def test_long_sequence_is_finite(dtype):
         assert bool(jnp.all(jnp.isfinite(a.astype(jnp.float32)))), f"non-finite {name}"
 
 
-@settings(max_examples=5, deadline=None, derandomize=True)
+@settings(max_examples=4, deadline=None, derandomize=True)
 @given(
     b=st.integers(1, 2),
     t=st.integers(1, 90),
