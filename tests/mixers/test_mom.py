@@ -111,20 +111,6 @@ def route_by_channel0(mom, scale=2.0):
     mom.router[...] = jnp.asarray(w)
 
 
-class Jitted:
-    """The mixer protocol with each call jit-compiled (for the token-by-token checks)."""
-
-    def __init__(self, mixer):
-        self.mixer = mixer
-
-    def __call__(self, x, *, cache=None, segment_ids=None):
-        assert segment_ids is None
-        return (run(self.mixer, x), None) if cache is None else run_cache(self.mixer, x, cache)
-
-    def init_cache(self, *args):
-        return self.mixer.init_cache(*args)
-
-
 # --- equivalences with the base mixers ------------------------------------------------------
 @pytest.mark.parametrize("base", ["gated_deltanet", "gla"])
 def test_single_memory_top1_equals_the_base_mixer(base):
@@ -275,7 +261,7 @@ def test_smaller_capacity_drops_the_oldest_tokens():
     ],
 )
 def test_prefill_decode_and_causality(opts):
-    m = Jitted(build(**opts))
+    m = build(**opts)  # the conformance checks jit-compile the mixer
     x = x_in(2, 21, seed=6)
     conformance.check_decode_matches_full(m, x, 9, tol=1e-5)
     conformance.check_causal(m, x, 11)
