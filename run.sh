@@ -2,7 +2,8 @@
 # memarch set-up and entry points.
 #   bash run.sh demo [args]  create/update .venv, install memarch, run the MQAR demo on CPU
 #   bash run.sh test [args]  create/update .venv (with dev extras), run the whole test suite
-# Python >= 3.12 is found from $PYTHON, then PATH (python3.13, python3.12, python3), then pyenv.
+# Python >= 3.12 is found from $PYTHON, then PATH (python3.12, python3.13, python3), then pyenv
+# (lowest version >= 3.12 first: constraints.txt was resolved on 3.12).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${MEMARCH_VENV:-.venv}"
@@ -17,18 +18,18 @@ find_python() {
     if is_ok_python "$PYTHON"; then echo "$PYTHON"; return 0; fi
     echo "run.sh: \$PYTHON=$PYTHON is not a working Python >= 3.12" >&2; return 1
   fi
-  for c in python3.13 python3.12 python3; do
+  for c in python3.12 python3.13 python3; do
     if command -v "$c" >/dev/null 2>&1 && is_ok_python "$c"; then command -v "$c"; return 0; fi
   done
   if command -v pyenv >/dev/null 2>&1; then
     local root; root="$(pyenv root)"
-    for c in $(ls -d "$root"/versions/3.1[2-9]* "$root"/versions/3.[2-9][0-9]* 2>/dev/null | sort -rV); do
+    for c in $(ls -d "$root"/versions/3.1[2-9]* "$root"/versions/3.[2-9][0-9]* 2>/dev/null | sort -V); do
       for exe in "$c"/bin/python3.*[0-9] "$c"/bin/python3; do
         if [ -x "$exe" ] && is_ok_python "$exe"; then echo "$exe"; return 0; fi
       done
     done
   fi
-  echo "run.sh: no Python >= 3.12 found (tried \$PYTHON, python3.13, python3.12, python3 on PATH, pyenv)." >&2
+  echo "run.sh: no Python >= 3.12 found (tried \$PYTHON, python3.12, python3.13, python3 on PATH, pyenv)." >&2
   echo "run.sh: install Python 3.12+ or point \$PYTHON at one, e.g. PYTHON=/usr/bin/python3.12 bash run.sh test" >&2
   return 1
 }
