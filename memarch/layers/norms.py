@@ -14,6 +14,12 @@ def rms_normalize(x: jax.Array, eps: float) -> jax.Array:
     return y.astype(x.dtype)
 
 
+def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """``x / sqrt(Σ x² + eps)`` over the last axis, in float32, returned in x's dtype."""
+    x32 = x.astype(jnp.float32)
+    return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, -1, keepdims=True) + eps)).astype(x.dtype)
+
+
 class RMSNorm(nnx.Module):
     """RMSNorm over the last axis: ``y = x / rms(x) · w`` with w initialised to 1.
 

@@ -54,19 +54,24 @@ class RecurrentCache:
     length: jax.Array
 
 
+def head_dims(config: Any, d_model: int, num_heads: int) -> tuple[int, int]:
+    """(key width, value width) per head from ``config.head_dim`` and ``config.expand_v``."""
+    if config.head_dim is None and d_model % num_heads:
+        raise ValueError(
+            f"d_model ({d_model}) must be divisible by num_heads ({num_heads}), or set head_dim"
+        )
+    key_dim = config.head_dim or d_model // num_heads
+    return key_dim, max(1, int(round(key_dim * config.expand_v)))
+
+
 class RecurrentMixer(nnx.Module):
     """Base class; subclasses set ``op``/``step_op`` and may override ``feature_map``/``gates``."""
 
     def __init__(self, config: RecurrentConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs):
-        if config.head_dim is None and d_model % num_heads:
-            raise ValueError(
-                f"d_model ({d_model}) must be divisible by num_heads ({num_heads}), or set head_dim"
-            )
         self.config = config
         self.d_model = d_model
         self.num_heads = num_heads
-        self.key_dim = config.head_dim or d_model // num_heads
-        self.value_dim = max(1, int(round(self.key_dim * config.expand_v)))
+        self.key_dim, self.value_dim = head_dims(config, d_model, num_heads)
         h, dk, dv = num_heads, self.key_dim, self.value_dim
         self.q_proj = nnx.Linear(d_model, h * dk, use_bias=False, rngs=rngs)
         self.k_proj = (

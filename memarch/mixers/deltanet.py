@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from memarch.layers.norms import l2_normalize
 from memarch.mixers._recurrent import RecurrentConfig, RecurrentMixer
 from memarch.mixers._registry import register
 from memarch.ops.delta_rule import delta_rule, delta_rule_step
@@ -44,11 +45,6 @@ class GatedDeltaNetConfig(DeltaNetConfig):
             raise ValueError(f"need 0 < dt_min <= dt_max; got {self.dt_min}, {self.dt_max}")
 
 
-def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, -1, keepdims=True) + eps)).astype(x.dtype)
-
-
 @register("deltanet", config=DeltaNetConfig, letter="D")
 class DeltaNet(RecurrentMixer):
     """Delta-rule linear attention; write strength β from a per-head projection."""
@@ -63,7 +59,7 @@ class DeltaNet(RecurrentMixer):
     def feature_map(self, q, k):
         if self.conv is None:  # the conv applies SiLU; without it apply it here
             q, k = jax.nn.silu(q), jax.nn.silu(k)
-        return _l2_normalize(q), _l2_normalize(k)
+        return l2_normalize(q), l2_normalize(k)
 
     def beta(self, x: jax.Array) -> jax.Array:
         b = jax.nn.sigmoid(self.beta_proj(x).astype(jnp.float32))

@@ -95,8 +95,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from memarch.layers.norms import GatedRMSNorm
+from memarch.layers.norms import GatedRMSNorm, l2_normalize
 from memarch.layers.short_conv import ShortConv
+from memarch.mixers._recurrent import head_dims
 from memarch.mixers._registry import register
 from memarch.mixers.protocol import check_call
 from memarch.ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
@@ -223,25 +224,15 @@ def _permute_rows_bwd(inv, g):
 _permute_rows.defvjp(_permute_rows_fwd, _permute_rows_bwd)
 
 
-def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, -1, keepdims=True) + eps)).astype(x.dtype)
-
-
 @register("mom", config=MoMConfig, letter="M")
 class MoM(nnx.Module):
     """Mixture-of-Memories: top-k routed matrix memories (+ a shared one) over a base op."""
 
     def __init__(self, config: MoMConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs):
-        if config.head_dim is None and d_model % num_heads:
-            raise ValueError(
-                f"d_model ({d_model}) must be divisible by num_heads ({num_heads}), or set head_dim"
-            )
         self.config = config
         self.d_model = d_model
         self.num_heads = num_heads
-        self.key_dim = config.head_dim or d_model // num_heads
-        self.value_dim = max(1, int(round(self.key_dim * config.expand_v)))
+        self.key_dim, self.value_dim = head_dims(config, d_model, num_heads)
         m, h, dk, dv, d = config.num_memories, num_heads, self.key_dim, self.value_dim, d_model
         f32 = jnp.float32
         # lecun-normal per memory: fan-in D, the memory axis is a batch axis
@@ -441,7 +432,7 @@ class MoM(nnx.Module):
         if cfg.base == "gated_deltanet":
             if self.conv is None:  # the conv applies SiLU; without it apply it here
                 q, k = jax.nn.silu(q), jax.nn.silu(k)
-            q, k = _l2_normalize(q), _l2_normalize(k)
+            q, k = l2_normalize(q), l2_normalize(k)
         elif cfg.base == "linear_attention":
             q, k = jax.nn.elu(q) + 1.0, jax.nn.elu(k) + 1.0
         ok = valid[..., None, None]
