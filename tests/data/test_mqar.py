@@ -267,9 +267,12 @@ def test_validation_errors(changes, field):
         mqar_batch(cfg, seed=0, indices=[0])
 
 
-def test_validation_accepts_minimal_config():
-    MQARConfig(vocab_size=10, seq_len=16, num_pairs=4).validate()  # boundary of every rule
-    MQARConfig(vocab_size=4, seq_len=4, num_pairs=1).validate()
+@pytest.mark.parametrize("v, l, n", [(10, 16, 4), (4, 4, 1)])  # on the boundary of every rule
+def test_validation_accepts_minimal_config(v, l, n):
+    cfg = MQARConfig(vocab_size=v, seq_len=l, num_pairs=n)
+    cfg.validate()
+    ex = MQARSource(cfg, seed=0, num_examples=1)[0]
+    assert ex["inputs"].shape == (l,) and int((ex["targets"] != IGNORE_INDEX).sum()) == n
 
 
 @pytest.mark.parametrize("num_examples", [0, -3])
