@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from memarch.eval.mqar import markdown_table, plot_accuracy
-from memarch.train.config import apply_overrides, load_config
+from memarch.train.config import apply_overrides, load_config, variant
 from memarch.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,14 +50,7 @@ def main() -> None:
         for seed in a.seeds:
             best = None
             for lr in a.lrs or [base.optim.learning_rate]:
-                cfg = dataclasses.replace(
-                    base,
-                    name=name,
-                    seed=seed,
-                    model=dataclasses.replace(base.model, pattern=pattern),
-                    data=dataclasses.replace(base.data, seed=seed),
-                    optim=dataclasses.replace(base.optim, learning_rate=lr),
-                )
+                cfg = variant(base, name=name, pattern=pattern, seed=seed, learning_rate=lr)
                 res = train(cfg)
                 acc = res.evals[-1]["accuracy"]
                 mean = float(np.mean(list(acc.values())))

@@ -21,7 +21,7 @@ import numpy as np
 
 import memarch.mixers.mom  # noqa: F401  (registers "mom")
 from memarch.eval.mqar import markdown_table
-from memarch.train.config import apply_overrides, load_config
+from memarch.train.config import apply_overrides, load_config, variant
 from memarch.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,13 +43,7 @@ def main() -> None:
     for name, pattern in MODELS:
         per_seed, walls, last = [], [], []
         for seed in a.seeds:
-            cfg = dataclasses.replace(
-                base,
-                name=name,
-                seed=seed,
-                model=dataclasses.replace(base.model, pattern=pattern),
-                data=dataclasses.replace(base.data, seed=seed),
-            )
+            cfg = variant(base, name=name, pattern=pattern, seed=seed)
             res = train(cfg)
             per_seed.append(res.evals[-1]["accuracy"])
             walls.append(res.wall_time)

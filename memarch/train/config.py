@@ -49,6 +49,30 @@ class TrainConfig:
     seed: int = 0  # parameter-initialisation seed
 
 
+def variant(
+    cfg: TrainConfig,
+    *,
+    name: str | None = None,
+    pattern: str | None = None,
+    seed: int | None = None,
+    learning_rate: float | None = None,
+) -> TrainConfig:
+    """A copy of ``cfg`` for one cell of a sweep: another run name, layer pattern, seed (model
+    initialisation and training data together) and/or peak learning rate."""
+    out = cfg
+    if name is not None:
+        out = dataclasses.replace(out, name=name)
+    if pattern is not None:
+        out = dataclasses.replace(out, model=dataclasses.replace(out.model, pattern=pattern))
+    if seed is not None:
+        out = dataclasses.replace(out, seed=seed, data=dataclasses.replace(out.data, seed=seed))
+    if learning_rate is not None:
+        out = dataclasses.replace(
+            out, optim=dataclasses.replace(out.optim, learning_rate=learning_rate)
+        )
+    return out
+
+
 def load_config(path: str | Path) -> TrainConfig:
     """Imports a config file and returns its ``get_config()``."""
     path = Path(path)

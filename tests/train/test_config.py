@@ -73,3 +73,13 @@ def test_load_config_errors(tmp_path):
     bad.write_text("x = 1\n")
     with pytest.raises(ValueError, match="get_config"):
         load_config(bad)
+
+
+def test_variant_sets_pattern_seed_and_lr_together():
+    from memarch.train.config import variant
+
+    base = TrainConfig()
+    cfg = variant(base, name="x", pattern="LA", seed=3, learning_rate=1e-2)
+    assert (cfg.name, cfg.model.pattern, cfg.seed, cfg.data.seed) == ("x", "LA", 3, 3)
+    assert cfg.optim.learning_rate == 1e-2 and cfg.optim.warmup_steps == base.optim.warmup_steps
+    assert variant(base) == base
