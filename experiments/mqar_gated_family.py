@@ -72,9 +72,10 @@ def main() -> None:
     # within seed noise: x may trail y by at most the larger of their standard deviations
     noisy = all(means[x] >= means[y] - max(stds[x], stds[y]) for x, y in pairs)
     summary = "\n".join(f"- {n}: {means[n]:.3f} ± {stds[n]:.3f}" for n, _ in ORDER)
-    state = base.model.num_heads * 32 * 32
+    opts = base.model.mixer_options["deltanet"]
+    state = base.model.num_heads * opts["head_dim"] ** 2 * opts.get("expand_v", 1.0)
     text = (
-        f"# MQAR, equal state ({state} floats per layer, 2 layers), seeds {a.seeds}, "
+        f"# MQAR, equal state ({state:g} floats per layer, 2 layers), seeds {a.seeds}, "
         f"{base.num_steps} steps, lr grid {a.lrs or [base.optim.learning_rate]}\n\n{table}\n\n"
         f"Mean accuracy over slices (mean ± std over seeds):\n{summary}\n\n"
         f"Literature ordering GDN ≥ DeltaNet ≥ GLA ≥ linear attention: strictly "

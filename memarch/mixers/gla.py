@@ -29,6 +29,9 @@ class GLAConfig(RecurrentConfig):
     gate_rank: int = 16  # rank of the gate projection W₂W₁
     gate_normalizer: float = 16.0  # τ in g = logsigmoid(·)/τ (larger = slower forgetting)
     gate_clamp_min: float | None = None  # lower bound on g (None = unbounded)
+    # initial b₂: 0 (FLA) starts at exp(logσ(0)/τ) ≈ 0.958 per token (τ = 16); larger values
+    # start nearer 1 (slow forgetting), e.g. 4 → 0.9989, a half-life of ~600 tokens
+    gate_bias_init: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -51,7 +54,13 @@ class GLA(RecurrentMixer):
         super().__init__(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
         width = num_heads * (self.key_dim if config.gate == "channel" else 1)
         self.gate_down = nnx.Linear(d_model, config.gate_rank, use_bias=False, rngs=rngs)
-        self.gate_up = nnx.Linear(config.gate_rank, width, use_bias=True, rngs=rngs)
+        self.gate_up = nnx.Linear(
+            config.gate_rank,
+            width,
+            use_bias=True,
+            bias_init=nnx.initializers.constant(config.gate_bias_init),
+            rngs=rngs,
+        )
 
     def gates(self, x: jax.Array) -> tuple[jax.Array]:
         b, t, _ = x.shape

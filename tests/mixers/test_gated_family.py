@@ -54,6 +54,15 @@ def test_gla_gate_clamp():
     assert float(g.min()) >= -0.01 - 1e-7
 
 
+def test_gla_gate_bias_init_sets_initial_forgetting():
+    x = jnp.zeros((1, 3, D))  # zero input: the gate is logsigmoid(b₂)/τ
+    (g0,) = build("gla").gates(x)
+    (g4,) = build("gla", gate_bias_init=4.0).gates(x)
+    np.testing.assert_allclose(g0, jax.nn.log_sigmoid(0.0) / 16, rtol=1e-6)
+    np.testing.assert_allclose(g4, jax.nn.log_sigmoid(4.0) / 16, rtol=1e-6)
+    assert float(jnp.exp(g4).min()) > 0.998
+
+
 def test_hgrn2_forget_lower_bound_and_tied_input_gate():
     m = build("hgrn2", forget_lower_bound=0.9)
     q = jnp.zeros((2, 40, H, m.key_dim))
