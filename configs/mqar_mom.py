@@ -13,7 +13,15 @@ Launch: memarch train --config configs/mqar_mom.py [model.pattern=GG] [key.sub=v
 from memarch.models import LMConfig
 from memarch.train.config import DataConfig, OptimConfig, TrainConfig
 
-_SAME_STATE = {"head_dim": 16, "expand_v": 1.0, "short_conv": 4}  # per-memory state 2·16·16
+# per-memory state 2·16·16; no output gate and slow initial forgetting, as in
+# configs/mqar_gated_family.py (both speed up recall in these tiny models)
+_SAME_STATE = {
+    "head_dim": 16,
+    "expand_v": 1.0,
+    "short_conv": 4,
+    "output_gate": False,
+    "dt_max": 1e-2,
+}
 
 
 def get_config() -> TrainConfig:

@@ -27,9 +27,10 @@ decay / write-strength projections (GDN: W_a, W_β; GLA: the rank-16 gate W₂W�
 Shared: router W_g, W_q, the short-conv weights (separate caches per memory), A_log and
 dt_bias (GDN), the output gate W_go, the output RMSNorm and W_o. The shared memory has its own
 W_k, W_v and gate projections and uses the same W_q. Bases: ``gated_deltanet`` (as above; GDN
-initialisation, dt in [1e-3, 1e-1]), ``gla`` (``S = Diag(exp g) S + k vᵀ``,
+initialisation, dt in [dt_min, dt_max] = [1e-3, 1e-1] by default), ``gla`` (``S = Diag(exp g) S + k vᵀ``,
 ``g = logsigmoid(W₂W₁x + b₂)/16`` per key channel, rank 16), ``linear_attention``
-(``S = S + φ(k) vᵀ``, φ = elu + 1 on q and k). Every base gets the gated output norm.
+(``S = S + φ(k) vᵀ``, φ = elu + 1 on q and k). Every base gets the gated output norm
+(``output_gate=False``: a plain RMSNorm, as the single-memory mixers allow).
 
 **Capacity.** Each call gives memory m at most ``C = ceil(capacity_factor · T)`` of its routed
 tokens (per batch row). ``capacity_factor = 1`` (default) means C = T: exact, nothing dropped.
@@ -95,7 +96,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from memarch.layers.norms import GatedRMSNorm, l2_normalize
+from memarch.layers.norms import GatedRMSNorm, RMSNorm, l2_normalize
 from memarch.layers.short_conv import ShortConv
 from memarch.mixers._recurrent import head_dims
 from memarch.mixers._registry import register
@@ -108,7 +109,6 @@ BASES = ("gated_deltanet", "gla", "linear_attention")
 IMPLS = ("auto", "naive", "chunk")
 _GLA_RANK = 16  # rank of the GLA gate projection W₂W₁ (as the gla mixer's default)
 _GLA_TAU = 16.0  # GLA gate normaliser: g = logsigmoid(·) / τ
-_DT_MIN, _DT_MAX = 1e-3, 1e-1  # GDN initial softplus step range (Mamba-2 initialisation)
 
 _OPS = {
     "gated_deltanet": (gated_delta_rule, gated_delta_rule_step),
@@ -134,6 +134,10 @@ class MoMConfig:
     short_conv: int = 4  # causal depthwise conv kernel on q, k, v along memory time; 0 disables
     impl: str = "auto"  # op implementation for sequences: auto | naive | chunk
     chunk_size: int = 64  # chunk length of the chunked op
+    output_gate: bool = True  # o_proj(RMSNorm(o) ⊙ silu(W_g x)) instead of o_proj(RMSNorm(o))
+    dt_min: float = 1e-3  # gated_deltanet base: smallest initial softplus step (decay rate)
+    dt_max: float = 1e-1  # gated_deltanet base: largest initial softplus step
+    gate_bias_init: float = 0.0  # gla base: initial gate bias b₂ (larger = slower forgetting)
 
     def __post_init__(self):
         def is_int(v):
@@ -168,6 +172,11 @@ class MoMConfig:
             raise ValueError(f"impl must be one of {list(IMPLS)}; got {self.impl!r}")
         if not is_int(self.chunk_size) or self.chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int; got {self.chunk_size!r}")
+        if not 0.0 < self.dt_min <= self.dt_max:
+            raise ValueError(
+                f"dt_min and dt_max must satisfy 0 < dt_min <= dt_max; "
+                f"got dt_min={self.dt_min!r}, dt_max={self.dt_max!r}"
+            )
 
 
 @struct.dataclass
@@ -259,24 +268,37 @@ class MoM(nnx.Module):
             a = jax.random.uniform(rngs.params(), (h,), f32, 0.0, 16.0)
             self.A_log = nnx.Param(jnp.log(jnp.maximum(a, 1e-4)))
             u = jax.random.uniform(rngs.params(), (h,), f32)
-            dt = jnp.exp(u * (math.log(_DT_MAX) - math.log(_DT_MIN)) + math.log(_DT_MIN))
+            lo, hi = math.log(config.dt_min), math.log(config.dt_max)
+            dt = jnp.exp(u * (hi - lo) + lo)
             dt = jnp.maximum(dt, 1e-4)
             self.dt_bias = nnx.Param(dt + jnp.log(-jnp.expm1(-dt)))  # softplus⁻¹(dt)
         elif config.base == "gla":
             self.gate_down = per_memory(d, _GLA_RANK)  # W₁ [M, D, r]
             self.gate_up = per_memory(_GLA_RANK, h * dk)  # W₂ [M, r, H·K]
             # b₂, flattened [M·H·K] so the rank-based weight-decay mask treats it as a bias
-            self.gate_bias = nnx.Param(jnp.zeros((m * h * dk,), f32))
+            self.gate_bias = nnx.Param(jnp.full((m * h * dk,), config.gate_bias_init, f32))
             self.shared_gate_down = linear(d, _GLA_RANK) if shared else None
-            self.shared_gate_up = linear(_GLA_RANK, h * dk, bias=True) if shared else None
+            self.shared_gate_up = (
+                nnx.Linear(
+                    _GLA_RANK,
+                    h * dk,
+                    bias_init=nnx.initializers.constant(config.gate_bias_init),
+                    rngs=rngs,
+                )
+                if shared
+                else None
+            )
         self.conv_channels = h * (2 * dk + dv)
         self.conv = (
             ShortConv(self.conv_channels, config.short_conv, rngs=rngs)
             if config.short_conv
             else None
         )
-        self.g_proj = linear(d, h * dv)
-        self.o_norm = GatedRMSNorm(dv, rngs=rngs)
+        if config.output_gate:
+            self.g_proj = linear(d, h * dv)
+            self.o_norm = GatedRMSNorm(dv, rngs=rngs)
+        else:
+            self.g_proj, self.o_norm = None, RMSNorm(dv, rngs=rngs)
         self.o_proj = linear(h * dv, d)
 
     # --- sizes ---------------------------------------------------------------------------------
@@ -495,7 +517,11 @@ class MoM(nnx.Module):
     def _output(self, x: jax.Array, o: jax.Array) -> jax.Array:
         b, t, _ = x.shape
         h, dv = self.num_heads, self.value_dim
-        o = self.o_norm(o.astype(x.dtype), self.g_proj(x).reshape(b, t, h, dv))
+        o = o.astype(x.dtype)
+        if self.g_proj is None:
+            o = self.o_norm(o)
+        else:
+            o = self.o_norm(o, self.g_proj(x).reshape(b, t, h, dv))
         return self.o_proj(o.reshape(b, t, h * dv))
 
     # --- the protocol --------------------------------------------------------------------------

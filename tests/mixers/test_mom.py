@@ -53,7 +53,7 @@ def base_from_memory(mom, m, base=None):
         expand_v=cfg.expand_v,
         short_conv=cfg.short_conv,
         chunk_size=16,
-        **({"output_gate": True} if base == "linear_attention" else {}),
+        output_gate=cfg.output_gate,
     )
     shared = m == cfg.num_memories
 
@@ -76,8 +76,11 @@ def base_from_memory(mom, m, base=None):
         ref.gate_up.bias[...] = mom.shared_gate_up.bias[...] if shared else bias[m]
     if mom.conv is not None:
         ref.conv.weight[...] = mom.conv.weight[...]
-    ref.g_proj.kernel[...] = mom.g_proj.kernel[...]
-    ref.o_norm.norm.scale[...] = mom.o_norm.norm.scale[...]
+    if cfg.output_gate:
+        ref.g_proj.kernel[...] = mom.g_proj.kernel[...]
+        ref.o_norm.norm.scale[...] = mom.o_norm.norm.scale[...]
+    else:
+        ref.o_norm.scale[...] = mom.o_norm.scale[...]
     ref.o_proj.kernel[...] = mom.o_proj.kernel[...]
     return ref
 
@@ -112,9 +115,17 @@ def route_by_channel0(mom, scale=2.0):
 
 
 # --- equivalences with the base mixers ------------------------------------------------------
-@pytest.mark.parametrize("base", ["gated_deltanet", "gla"])
-def test_single_memory_top1_equals_the_base_mixer(base):
-    mom = build(num_memories=1, top_k=1, shared_memory=False, base=base)
+@pytest.mark.parametrize(
+    "base,opts",
+    [
+        ("gated_deltanet", {}),
+        ("gla", {}),
+        ("gated_deltanet", {"output_gate": False, "dt_min": 1e-3, "dt_max": 1e-2}),
+        ("gla", {"output_gate": False, "gate_bias_init": 4.0}),
+    ],
+)
+def test_single_memory_top1_equals_the_base_mixer(base, opts):
+    mom = build(num_memories=1, top_k=1, shared_memory=False, base=base, **opts)
     ref = base_from_memory(mom, 0)
     x = x_in()  # T = 24 crosses a chunk boundary (chunk 16)
     assert_close(f"MoM(1, 1) vs {base}", run(mom, x), run(ref, x), 1e-6)
@@ -316,6 +327,7 @@ def test_aux_loss_is_top_k_when_balanced_and_grows_with_imbalance():
         ({"impl": "fast"}, "impl"),
         ({"chunk_size": 0}, "chunk_size"),
         ({"short_conv": -1}, "short_conv"),
+        ({"dt_min": 0.2}, "dt_min"),
     ],
 )
 def test_bad_config_names_the_field(opts, field):
@@ -323,6 +335,15 @@ def test_bad_config_names_the_field(opts, field):
         MoMConfig(**opts)
     with pytest.raises(ValueError, match=field):
         build(**opts)
+
+
+def test_initial_forgetting_options():
+    gdn = build(dt_min=1e-3, dt_max=1e-2)
+    dt = np.asarray(jax.nn.softplus(gdn.dt_bias[...]))
+    assert np.all((dt >= 1e-3 * 0.999) & (dt <= 1e-2 * 1.001))
+    gla = build(base="gla", gate_bias_init=4.0)
+    np.testing.assert_allclose(gla.gate_bias[...], 4.0)
+    np.testing.assert_allclose(gla.shared_gate_up.bias[...], 4.0)
 
 
 def test_registered_with_pattern_letter_m():
