@@ -35,14 +35,13 @@ def mqar_config(cfg: DataConfig, seq_len: int, num_pairs: int) -> MQARConfig:
     return mq
 
 
-def train_dataset(cfg: DataConfig, batch_size: int) -> grain.MapDataset:
-    """Endless shuffled mixture of the training slices, right-padded to the longest, batched.
+def train_examples(cfg: DataConfig) -> grain.MapDataset:
+    """Endless shuffled mixture of the training slices, right-padded to the longest, unbatched.
 
-    Each element is ``{"inputs": int32[B, L], "targets": int32[B, L]}``.
+    Element ``i`` is ``{"inputs": int32[L], "targets": int32[L]}``, a pure function of the
+    config and ``i``; row ``r`` of training batch ``s`` is element ``s·B + r``.
     """
     _check_task(cfg)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     pad_to = max(length for length, _ in cfg.train_slices)
     parts = [
         grain.MapDataset.source(
@@ -56,7 +55,23 @@ def train_dataset(cfg: DataConfig, batch_size: int) -> grain.MapDataset:
         for i, (length, pairs) in enumerate(cfg.train_slices)
     ]
     mixed = grain.MapDataset.mix(parts) if len(parts) > 1 else parts[0]
-    return mixed.shuffle(seed=cfg.seed).repeat().batch(batch_size, drop_remainder=True)
+    return mixed.shuffle(seed=cfg.seed).repeat()
+
+
+def train_dataset(cfg: DataConfig, batch_size: int) -> grain.MapDataset:
+    """:func:`train_examples` batched: ``dataset[step]`` is ``{"inputs", "targets"}: int32[B, L]``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    return train_examples(cfg).batch(batch_size, drop_remainder=True)
+
+
+def batch_rows(
+    examples: grain.MapDataset, step: int, batch_size: int, rows: range
+) -> dict[str, np.ndarray]:
+    """Rows ``rows`` of training batch ``step`` (``{"inputs", "targets"}: int32[len(rows), L]``):
+    what one host of a multi-host job loads for its devices."""
+    items = [examples[step * batch_size + r] for r in rows]
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}
 
 
 def eval_batches(cfg: DataConfig, seq_len: int, num_pairs: int, batch_size: int):
