@@ -1,6 +1,8 @@
 """``memarch`` command line: ``train``, ``eval`` and ``demo`` (later: ``ablate``, ``bench``).
 
 memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learning_rate=1e-3
+memarch train --config configs/mqar_attention.py --workdir runs/attn --resume   # after a stop
+memarch train --config configs/lm_340m_hybrid.py mesh.data=2 mesh.fsdp=2 mesh.tensor=2
 memarch eval  --config configs/mqar_attention.py --workdir runs/attn
 memarch demo
 """
@@ -19,10 +21,14 @@ def _cmd_train(args) -> int:
 
     cfg = apply_overrides(load_config(args.config), args.overrides)
     workdir = args.workdir or f"runs/{cfg.name}"
-    res = train(cfg, workdir=workdir, progress=not args.no_progress)
+    res = train(cfg, workdir=workdir, progress=not args.no_progress, resume=args.resume)
+    if res.preempted:
+        print(f"pre-empted at step {res.final_step}; continue with --resume")
+        return 0
     for row in res.history:
         print(f"step {row['step']:6d}  loss {row['loss']:.4f}  acc {row['accuracy']:.3f}")
-    print(markdown_table({cfg.name: res.evals[-1]["accuracy"]}))
+    if res.evals:
+        print(markdown_table({cfg.name: res.evals[-1]["accuracy"]}))
     print(f"saved to {workdir} ({res.wall_time:.0f} s)")
     return 0
 
@@ -52,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="a configs/*.py file with get_config()")
     t.add_argument("--workdir", help="run directory (default runs/<name>)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in --workdir"
+    )
     t.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     t.set_defaults(func=_cmd_train)
     e = sub.add_parser("eval", help="evaluate saved parameters on the config's eval slices")

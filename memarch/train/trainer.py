@@ -67,6 +67,7 @@ class _Preemption:
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._sync_point = jax.process_count() > 1  # False once the service proves absent
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -77,13 +78,13 @@ class _Preemption:
         self.requested = True
 
     def check(self, step: int) -> bool:
-        if jax.process_count() > 1:
+        if self._sync_point:
             from jax.experimental import multihost_utils
 
             try:
                 return bool(multihost_utils.reached_preemption_sync_point(step))
-            except Exception:  # no preemption service in this job
-                return self.requested
+            except Exception:  # no pre-emption service in this job: local flag only
+                self._sync_point = False
         return self.requested
 
     def __exit__(self, *exc):
