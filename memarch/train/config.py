@@ -16,6 +16,7 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
+import inspect
 import json
 import types
 import typing
@@ -138,8 +139,12 @@ def variant(
     return out
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Imports a config file and returns its ``get_config()``."""
+def load_config(path: str | Path, *, tiny: bool = False) -> TrainConfig:
+    """Imports a config file and returns its ``get_config()``.
+
+    ``tiny=True`` asks for the file's tiny CPU variant, ``get_config(tiny=True)``; files whose
+    ``get_config`` takes no ``tiny`` argument are CPU-sized already and are returned as is.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
@@ -148,7 +153,8 @@ def load_config(path: str | Path) -> TrainConfig:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {str(path)!r} must define get_config()")
-    cfg = module.get_config()
+    takes_tiny = "tiny" in inspect.signature(module.get_config).parameters
+    cfg = module.get_config(tiny=True) if tiny and takes_tiny else module.get_config()
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"{path}: get_config() must return a TrainConfig; got {type(cfg)}")
     return cfg

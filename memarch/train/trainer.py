@@ -104,6 +104,27 @@ def _mean_row(window: list[dict]) -> dict[str, float]:
     return row
 
 
+def evaluate(model: LM, cfg: TrainConfig, step: int) -> dict:
+    """The task's evaluation: ``{"step", "accuracy": {(L, N): acc}}`` for MQAR,
+    ``{"step", "loss", "accuracy", "tokens"}`` on held-out text."""
+    if cfg.data.task == "text":
+        from memarch.eval.text import evaluate_text
+
+        return {"step": step, **evaluate_text(model, cfg.data)}
+    return {"step": step, "accuracy": evaluate_mqar(model, cfg.data)}
+
+
+def eval_row(result: dict) -> dict:
+    """One metrics row (``eval/…`` keys) of an :func:`evaluate` result."""
+    row = {"step": result["step"]}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            row.update({f"eval/L{l}_N{n}": a for (l, n), a in value.items()})
+        elif key != "step":
+            row[f"eval/{key}"] = value
+    return row
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -253,11 +274,8 @@ def train(
                 if do_ckpt or (stop and ckpt is not None):
                     save(done)
                 if do_eval:
-                    acc = evaluate_mqar(model_of(state["params"]), cfg.data)
-                    evals.append({"step": done, "accuracy": acc})
-                    writer.write(
-                        {"step": done, **{f"eval/L{l}_N{n}": a for (l, n), a in acc.items()}}
-                    )
+                    evals.append(evaluate(model_of(state["params"]), cfg, done))
+                    writer.write(eval_row(evals[-1]))
                 window_excluded += time.perf_counter() - t0
                 if stop and not last:
                     preempted = True
