@@ -97,7 +97,6 @@ def test_two_processes_agree_with_single_process(one_device_run, tmp_path):
         "distributed.initialize=True",
         f"distributed.coordinator_address='127.0.0.1:{port}'",
         "distributed.num_processes=2",
-        "num_steps=6",
     ]
     procs = [
         run(
@@ -112,13 +111,12 @@ def test_two_processes_agree_with_single_process(one_device_run, tmp_path):
         assert p.returncode == 0, err[-3000:]
     out = json.loads(outs[0][0].strip().splitlines()[-1])
     # Then they see 8 devices and train like one process does
-    single = train(dataclasses.replace(TINY, num_steps=6), log=lambda s: None)
     assert out["devices"] == 8
-    assert _rel(out["losses"], [h["loss"] for h in single.history]) <= 1e-5
-    assert (tmp_path / "checkpoints" / "6").is_dir() and (tmp_path / "params").is_dir()
+    assert _rel(out["losses"], one_device_run[0]) <= 1e-5
+    assert (tmp_path / "checkpoints" / "20").is_dir() and (tmp_path / "params").is_dir()
 
 
-def test_resume_after_sigkill_is_bit_exact(tmp_path):
+def test_resume_after_sigkill_is_bit_exact(one_device_run, tmp_path):
     # Given a run checkpointing (asynchronously) every step, killed with SIGKILL at a random step
     kill_at = random.Random().randint(4, 15)
     work = tmp_path / "run"
@@ -138,7 +136,6 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     cfg = dataclasses.replace(TINY, checkpoint=dataclasses.replace(TINY.checkpoint, every=1, keep=3))
     names = sorted(p.name for p in (work / "checkpoints").iterdir())
     complete = [n for n in names if n.isdigit()]
-    print("killed at", kill_at, "checkpoint dir:", names)
     assert complete, names
     ckpt = Checkpointer(work / "checkpoints", cfg.checkpoint)
     latest = ckpt.latest_step()
@@ -146,10 +143,10 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     assert latest == max(int(n) for n in complete), (names, kill_at)
 
     # When resumed, the run ends with parameters bit-identical to an uninterrupted run
+    # (checkpoint settings do not change the arithmetic: the reference is the plain 1-device run)
     resumed = train(cfg, workdir=work, resume=True, log=lambda s: None)
-    straight = train(cfg, log=lambda s: None)
     assert resumed.resumed_from == latest and resumed.final_step == 20
     a = params_to_numpy(nnx.to_pure_dict(nnx.state(resumed.model, nnx.Param)))
-    b = params_to_numpy(nnx.to_pure_dict(nnx.state(straight.model, nnx.Param)))
+    b = one_device_run[1]
     for k in b:
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} (killed at {kill_at})")

@@ -21,17 +21,24 @@ def _losses(res):
     return np.array([h["loss"] for h in res.history])
 
 
-def test_grad_accumulation_matches_the_full_batch():
-    full = trainer.train(SHORT, log=lambda s: None)
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """SHORT in float32, writing TensorBoard files and an MFU estimate to a run directory."""
+    work = tmp_path_factory.mktemp("short")
+    cfg = dataclasses.replace(SHORT, tensorboard=True, peak_tflops=1.0)
+    return trainer.train(cfg, workdir=work, log=lambda s: None), work
+
+
+def test_grad_accumulation_matches_the_full_batch(short_run):
     accum = trainer.train(dataclasses.replace(SHORT, grad_accum_steps=2), log=lambda s: None)
-    np.testing.assert_allclose(_losses(accum), _losses(full), rtol=1e-5)
+    np.testing.assert_allclose(_losses(accum), _losses(short_run[0]), rtol=1e-5)
 
 
-def test_bfloat16_compute_keeps_float32_master_weights():
+def test_bfloat16_compute_keeps_float32_master_weights(short_run):
     res = trainer.train(dataclasses.replace(SHORT, compute_dtype="bfloat16"), log=lambda s: None)
     assert np.all(np.isfinite(_losses(res)))
     assert res.model.blocks[0].mixer.q_proj.kernel[...].dtype == np.float32
-    np.testing.assert_allclose(_losses(res)[0], _losses(trainer.train(SHORT))[0], rtol=2e-2)
+    np.testing.assert_allclose(_losses(res)[0], _losses(short_run[0])[0], rtol=2e-2)
 
 
 BLOW_UP = ["optim.learning_rate=1e12", "optim.grad_clip=0.0", "optim.warmup_steps=0"]
@@ -64,7 +71,7 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer.BatchLoader, "__call__", call)
     messages = []
-    res = trainer.train(TINY, workdir=tmp_path, log=messages.append)
+    res = trainer.train(dataclasses.replace(TINY, num_steps=8), workdir=tmp_path, log=messages.append)
     assert res.preempted and res.final_step == 6
     assert "SIGTERM at step 6; checkpoint 6 saved" in messages[-1]
     assert (tmp_path / "checkpoints" / "6").is_dir() and not (tmp_path / "params").exists()
@@ -74,8 +81,8 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, monkeypatch):
     )
 
 
-def test_metrics_jsonl_and_tensorboard(tmp_path):
-    trainer.train(dataclasses.replace(SHORT, tensorboard=True, peak_tflops=1.0), workdir=tmp_path)
+def test_metrics_jsonl_and_tensorboard(short_run):
+    tmp_path = short_run[1]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
