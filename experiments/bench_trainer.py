@@ -68,9 +68,7 @@ def bare_step_time(cfg: TrainConfig, *, load: bool = False) -> float:
     abstract = jax.eval_shape(fresh)
     shardings = tree_shardings(cfg.mesh, mesh, abstract)
     loader = BatchLoader(train_examples(cfg.data), cfg.batch_size, batch_sharding(cfg.mesh, mesh))
-    step = make_train_step(
-        graphdef, tx, state_shardings=shardings, batch_shardings=loader.sharding
-    )
+    step = make_train_step(graphdef, tx, state_shardings=shardings, batch_shardings=loader.sharding)
     compiled = step.lower(abstract_like(abstract, shardings), loader.abstract()).compile()
     state = jax.jit(fresh, out_shardings=shardings)()
     batch = loader(0)
@@ -125,7 +123,8 @@ def main() -> None:
         f"{jax.device_count()} device)",
         "",
         f"Tiny hybrid (pattern GGA, d_model {a.d}, SwiGLU, {n_params:,} parameters), MQAR "
-        f"batch {a.batch} × {a.seq} tokens, fp32; fastest of {a.windows} windows of {a.window} steps, "
+        f"batch {a.batch} × {a.seq} tokens, fp32; fastest of {a.windows} windows of "
+        f"{a.window} steps, "
         f"over {a.rounds} alternating rounds.",
         "",
         "| loop | step (ms) | tokens/s | × bare |",

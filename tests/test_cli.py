@@ -19,8 +19,10 @@ def test_one_step_of_every_config(path, tmp_path, capsys):
 
     cfg = load_config(path, tiny=True)
     if cfg.data.task == "text" and not Path(cfg.data.text_file).is_file():
-        pytest.skip(f"{path.name}: no text corpus (set MEMARCH_TEXT_FILE or add "
-                    "../shared/data/tinyshakespeare.txt)")
+        pytest.skip(
+            f"{path.name}: no text corpus (set MEMARCH_TEXT_FILE or add "
+            "../shared/data/tinyshakespeare.txt)"
+        )
     run = tmp_path / "run"
     args = ["train", "--config", str(path), "--tiny", "--workdir", str(run), "--no-progress"]
     assert main([*args, *SMOKE, f"data.data_dir='{tmp_path / 'tfds'}'"]) == 0

@@ -58,7 +58,9 @@ def train_examples(cfg: DataConfig) -> grain.MapDataset:
         from memarch.data.text import PackedText, prepare
 
         train = prepare(cfg.text_file, cfg.data_dir or None)["train"]
-        return grain.MapDataset.source(PackedText(train, seq_len=cfg.seq_len, seed=cfg.seed)).repeat()
+        return grain.MapDataset.source(
+            PackedText(train, seq_len=cfg.seq_len, seed=cfg.seed)
+        ).repeat()
     pad_to = max(length for length, _ in cfg.train_slices)
     parts = [
         grain.MapDataset.source(
@@ -76,7 +78,8 @@ def train_examples(cfg: DataConfig) -> grain.MapDataset:
 
 
 def train_dataset(cfg: DataConfig, batch_size: int) -> grain.MapDataset:
-    """:func:`train_examples` batched: ``dataset[step]`` is ``{"inputs", "targets"}: int32[B, L]``."""
+    """:func:`train_examples` batched: ``dataset[step]`` is ``{"inputs", "targets", …}:
+    int32[B, L]``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     return train_examples(cfg).batch(batch_size, drop_remainder=True)

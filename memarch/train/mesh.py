@@ -108,9 +108,7 @@ def logical_axes(cfg: MeshConfig, path: str, ndim: int) -> tuple[str | None, ...
     return (None,) * ndim
 
 
-def partition_spec(
-    cfg: MeshConfig, sizes: Mapping[str, int], path: str, shape: Sequence[int]
-) -> P:
+def partition_spec(cfg: MeshConfig, sizes: Mapping[str, int], path: str, shape: Sequence[int]) -> P:
     """The mesh PartitionSpec of one array; non-dividing or repeated mesh axes are dropped."""
     rules = _rules(cfg)
     used: set[str] = set()

@@ -63,7 +63,9 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int) -
 
 
 def _cast_floats(tree, dtype):
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
 
 
 def make_train_step(

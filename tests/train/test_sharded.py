@@ -68,7 +68,9 @@ def test_eight_devices_follow_one_device_and_restore_on_another_mesh(one_device_
     import jax
 
     abstract = jax.eval_shape(lambda: init_state(build_model(TINY), tx, TINY.seed))
-    state, meta = ckpt.restore(20, abstract_like(abstract, tree_shardings(TINY.mesh, mesh, abstract)))
+    state, meta = ckpt.restore(
+        20, abstract_like(abstract, tree_shardings(TINY.mesh, mesh, abstract))
+    )
     ckpt.close()
     assert meta["data"] == {"kind": "random_access", "next_step": 20} and int(state["step"]) == 20
     restored = params_to_numpy(state["params"])
@@ -133,7 +135,9 @@ def test_resume_after_sigkill_is_bit_exact(one_device_run, tmp_path):
     assert proc.returncode == -signal.SIGKILL, f"the run ended before step {kill_at}"
 
     # Then only complete checkpoints count (an unfinished save is a temporary directory)
-    cfg = dataclasses.replace(TINY, checkpoint=dataclasses.replace(TINY.checkpoint, every=1, keep=3))
+    cfg = dataclasses.replace(
+        TINY, checkpoint=dataclasses.replace(TINY.checkpoint, every=1, keep=3)
+    )
     names = sorted(p.name for p in (work / "checkpoints").iterdir())
     complete = [n for n in names if n.isdigit()]
     assert complete, names

@@ -51,7 +51,7 @@ def test_nonfinite_loss_stops_naming_step_and_last_checkpoint(tmp_path):
     msg = str(err.value)
     bad = int(msg.split(" at step ")[1].split(";")[0])
     assert f"last good checkpoint: step {bad - 1} in {tmp_path / 'checkpoints'}" in msg
-    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) [-1] == bad - 1
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir())[-1] == bad - 1
 
 
 def test_nonfinite_loss_can_skip_the_batch():
@@ -71,7 +71,9 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer.BatchLoader, "__call__", call)
     messages = []
-    res = trainer.train(dataclasses.replace(TINY, num_steps=8), workdir=tmp_path, log=messages.append)
+    res = trainer.train(
+        dataclasses.replace(TINY, num_steps=8), workdir=tmp_path, log=messages.append
+    )
     assert res.preempted and res.final_step == 6
     assert "SIGTERM at step 6; checkpoint 6 saved" in messages[-1]
     assert (tmp_path / "checkpoints" / "6").is_dir() and not (tmp_path / "params").exists()
@@ -96,8 +98,8 @@ def test_metrics_jsonl_and_tensorboard(short_run):
 def test_cli_resume_continues_from_the_latest_checkpoint(tmp_path, capsys, monkeypatch):
     cfg_file = tmp_path / "tiny.py"
     cfg_file.write_text(
-        "import sys\nsys.path.insert(0, %r)\nfrom tiny_run import TINY\n"
-        "def get_config():\n    return TINY\n" % os.path.dirname(__file__)
+        f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "from tiny_run import TINY\n\n\ndef get_config():\n    return TINY\n"
     )
     args = ["train", "--config", str(cfg_file), "--workdir", str(tmp_path / "w"), "--no-progress"]
     assert main([*args, "num_steps=3"]) == 0

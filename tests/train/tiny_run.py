@@ -64,7 +64,7 @@ def run(spec: dict, *, devices: int = 1, timeout: float = 300, wait: bool = True
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def params_to_numpy(params) -> dict[str, "object"]:
+def params_to_numpy(params) -> dict[str, object]:
     """``{"blocks/0/mixer/q_proj/kernel": np.ndarray, …}`` (host copies)."""
     import jax
     import numpy as np
@@ -84,7 +84,9 @@ def _main(spec: dict) -> None:
     from memarch.train.trainer import train
 
     cfg = apply_overrides(TINY, spec.get("overrides", []))
-    res = train(cfg, workdir=spec.get("workdir"), resume=spec.get("resume", False), log=lambda s: None)
+    res = train(
+        cfg, workdir=spec.get("workdir"), resume=spec.get("resume", False), log=lambda s: None
+    )
     params = nnx.to_pure_dict(nnx.state(res.model, nnx.Param))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -95,15 +97,27 @@ def _main(spec: dict) -> None:
     host = params_to_numpy(params)
     if spec.get("params_out"):
         np.savez(spec["params_out"], **host)
-    specs = {
-        k: str(v.sharding.spec)
-        for k, v in (
-            ("q_proj", res.model.blocks[1].mixer.q_proj.kernel[...]),
-            ("embedding", res.model.embed.embedding[...]),
+    specs = (
+        {
+            k: str(v.sharding.spec)
+            for k, v in (
+                ("q_proj", res.model.blocks[1].mixer.q_proj.kernel[...]),
+                ("embedding", res.model.embed.embedding[...]),
+            )
+        }
+        if jax.process_count() == 1
+        else {}
+    )
+    print(
+        json.dumps(
+            {
+                "losses": [h["loss"] for h in res.history],
+                "specs": specs,
+                "devices": jax.device_count(),
+                "final_step": res.final_step,
+            }
         )
-    } if jax.process_count() == 1 else {}
-    print(json.dumps({"losses": [h["loss"] for h in res.history], "specs": specs,
-                      "devices": jax.device_count(), "final_step": res.final_step}))
+    )
 
 
 if __name__ == "__main__":
