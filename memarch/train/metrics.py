@@ -60,7 +60,11 @@ class MetricWriter:
 
 
 def compiled_flops(compiled) -> float:
-    """FLOPs of one call of a compiled (AOT) function, from XLA's cost analysis (0 if absent)."""
+    """FLOPs of one call of a compiled (AOT) function, from XLA's cost analysis (0 if absent).
+
+    For an SPMD-partitioned program this is the work of *one* device (measured: a step
+    sharded over 8 devices reports about 1/8 of the 1-device count, plus collectives'
+    bookkeeping); it counts every HLO FLOP (forward, backward, optimiser)."""
     try:
         cost = compiled.cost_analysis()
     except Exception:  # some backends do not implement it
@@ -70,8 +74,9 @@ def compiled_flops(compiled) -> float:
     return float((cost or {}).get("flops", 0.0))
 
 
-def mfu(flops_per_step: float, step_time: float, peak_tflops: float, num_devices: int) -> float:
-    """Model FLOPs utilisation: achieved FLOP/s over ``peak_tflops · num_devices``."""
+def mfu(flops_per_step: float, step_time: float, peak_tflops: float, num_devices: int = 1) -> float:
+    """Model FLOPs utilisation: achieved FLOP/s over ``peak_tflops · num_devices``
+    (``num_devices = 1`` with the per-device FLOPs of :func:`compiled_flops`)."""
     if step_time <= 0 or peak_tflops <= 0:
         return 0.0
     return flops_per_step / step_time / (peak_tflops * 1e12 * num_devices)
