@@ -1,6 +1,8 @@
 """``memarch`` command line: ``train``, ``eval`` and ``demo`` (later: ``ablate``, ``bench``).
 
 memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learning_rate=1e-3
+memarch train --config configs/mqar_attention.py --workdir runs/attn --resume   # after a stop
+memarch train --config configs/lm_340m_hybrid.py mesh.data=2 mesh.fsdp=2 mesh.tensor=2
 memarch eval  --config configs/mqar_attention.py --workdir runs/attn
 memarch demo
 """
@@ -17,24 +19,35 @@ def _cmd_train(args) -> int:
     from memarch.train.config import apply_overrides, load_config
     from memarch.train.trainer import train
 
-    cfg = apply_overrides(load_config(args.config), args.overrides)
+    cfg = apply_overrides(load_config(args.config, tiny=args.tiny), args.overrides)
     workdir = args.workdir or f"runs/{cfg.name}"
-    res = train(cfg, workdir=workdir, progress=not args.no_progress)
+    res = train(cfg, workdir=workdir, progress=not args.no_progress, resume=args.resume)
+    if res.preempted:
+        print(f"pre-empted at step {res.final_step}; continue with --resume")
+        return 0
     for row in res.history:
         print(f"step {row['step']:6d}  loss {row['loss']:.4f}  acc {row['accuracy']:.3f}")
-    print(markdown_table({cfg.name: res.evals[-1]["accuracy"]}))
+    if res.evals and isinstance(res.evals[-1]["accuracy"], dict):  # MQAR: per slice
+        print(markdown_table({cfg.name: res.evals[-1]["accuracy"]}))
+    elif res.evals:
+        last = res.evals[-1]
+        print(f"eval loss {last['loss']:.4f}  acc {last['accuracy']:.3f}")
     print(f"saved to {workdir} ({res.wall_time:.0f} s)")
     return 0
 
 
 def _cmd_eval(args) -> int:
-    from memarch.eval.mqar import evaluate_mqar, markdown_table
+    from memarch.eval.mqar import markdown_table
     from memarch.train.config import apply_overrides, load_config
-    from memarch.train.trainer import build_model, load_params
+    from memarch.train.trainer import build_model, evaluate, load_params
 
-    cfg = apply_overrides(load_config(args.config), args.overrides)
+    cfg = apply_overrides(load_config(args.config, tiny=args.tiny), args.overrides)
     model = load_params(build_model(cfg), Path(args.workdir) / "params")
-    print(markdown_table({cfg.name: evaluate_mqar(model, cfg.data)}))
+    result = evaluate(model, cfg, step=0)
+    if isinstance(result["accuracy"], dict):
+        print(markdown_table({cfg.name: result["accuracy"]}))
+    else:
+        print(f"eval loss {result['loss']:.4f}  acc {result['accuracy']:.3f}")
     return 0
 
 
@@ -52,11 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="a configs/*.py file with get_config()")
     t.add_argument("--workdir", help="run directory (default runs/<name>)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in --workdir"
+    )
+    t.add_argument(
+        "--tiny", action="store_true", help="the config's tiny CPU variant (get_config(tiny=True))"
+    )
     t.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     t.set_defaults(func=_cmd_train)
     e = sub.add_parser("eval", help="evaluate saved parameters on the config's eval slices")
     e.add_argument("--config", required=True, help="the config the run was trained with")
     e.add_argument("--workdir", required=True, help="the run directory of `memarch train`")
+    e.add_argument("--tiny", action="store_true", help="the config's tiny CPU variant")
     e.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     e.set_defaults(func=_cmd_eval)
     d = sub.add_parser("demo", help="MQAR: attention vs linear attention vs hybrid (CPU)")

@@ -7,7 +7,7 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    task: str = "mqar"  # training task; "mqar" (multi-query associative recall)
+    task: str = "mqar"  # mqar (multi-query associative recall) | text (a local text file)
     vocab_size: int = 256  # task vocabulary (keys from the lower half, values from the upper)
     train_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
     eval_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
@@ -17,3 +17,6 @@ class DataConfig:
     num_passes: int = 1  # times the key-value context is repeated (JRT-style)
     seed: int = 0  # training data seed
     eval_seed: int = 12345  # test data seed (different from training)
+    text_file: str = ""  # task text: a UTF-8 file, built once into a TFDS ArrayRecord dataset
+    data_dir: str = ""  # task text: TFDS data dir ("" = $MEMARCH_DATA_DIR or ~/.cache/memarch/tfds)
+    seq_len: int = 256  # task text: tokens per packed training row

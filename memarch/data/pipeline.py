@@ -12,12 +12,23 @@ import numpy as np
 from memarch.data.config import DataConfig
 from memarch.data.mqar import MQARConfig, MQARSource
 
-TASKS = ("mqar",)
+TASKS = ("mqar", "text")
 
 
 def _check_task(cfg: DataConfig) -> None:
     if cfg.task not in TASKS:
         raise ValueError(f"data.task must be one of {list(TASKS)}; got {cfg.task!r}")
+    if cfg.task == "text":
+        from memarch.data.tokenizer import VOCAB_SIZE
+
+        if cfg.vocab_size != VOCAB_SIZE:
+            raise ValueError(
+                f"data.vocab_size must be {VOCAB_SIZE} (the byte tokenizer) for task 'text'; "
+                f"got {cfg.vocab_size}"
+            )
+        if not cfg.text_file:
+            raise ValueError("data.text_file must name a local UTF-8 text file for task 'text'")
+        return
     if not cfg.train_slices:
         raise ValueError("data.train_slices must list at least one (seq_len, num_pairs)")
 
@@ -35,14 +46,21 @@ def mqar_config(cfg: DataConfig, seq_len: int, num_pairs: int) -> MQARConfig:
     return mq
 
 
-def train_dataset(cfg: DataConfig, batch_size: int) -> grain.MapDataset:
-    """Endless shuffled mixture of the training slices, right-padded to the longest, batched.
+def train_examples(cfg: DataConfig) -> grain.MapDataset:
+    """Endless shuffled mixture of the training slices, right-padded to the longest, unbatched.
 
-    Each element is ``{"inputs": int32[B, L], "targets": int32[B, L]}``.
+    Element ``i`` is ``{"inputs": int32[L], "targets": int32[L]}``, a pure function of the
+    config and ``i``; row ``r`` of training batch ``s`` is element ``s·B + r``. For task
+    ``text`` elements are packed rows with ``segment_ids`` (:mod:`memarch.data.text`).
     """
     _check_task(cfg)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if cfg.task == "text":
+        from memarch.data.text import PackedText, prepare
+
+        train = prepare(cfg.text_file, cfg.data_dir or None)["train"]
+        return grain.MapDataset.source(
+            PackedText(train, seq_len=cfg.seq_len, seed=cfg.seed)
+        ).repeat()
     pad_to = max(length for length, _ in cfg.train_slices)
     parts = [
         grain.MapDataset.source(
@@ -56,7 +74,37 @@ def train_dataset(cfg: DataConfig, batch_size: int) -> grain.MapDataset:
         for i, (length, pairs) in enumerate(cfg.train_slices)
     ]
     mixed = grain.MapDataset.mix(parts) if len(parts) > 1 else parts[0]
-    return mixed.shuffle(seed=cfg.seed).repeat().batch(batch_size, drop_remainder=True)
+    return mixed.shuffle(seed=cfg.seed).repeat()
+
+
+def train_dataset(cfg: DataConfig, batch_size: int) -> grain.MapDataset:
+    """:func:`train_examples` batched: ``dataset[step]`` is ``{"inputs", "targets", …}:
+    int32[B, L]``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    return train_examples(cfg).batch(batch_size, drop_remainder=True)
+
+
+def batch_rows(
+    examples: grain.MapDataset, step: int, batch_size: int, rows: range
+) -> dict[str, np.ndarray]:
+    """Rows ``rows`` of training batch ``step`` (``{"inputs", "targets"}: int32[len(rows), L]``):
+    what one host of a multi-host job loads for its devices."""
+    items = [examples[step * batch_size + r] for r in rows]
+    return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+
+def text_eval_batches(cfg: DataConfig, batch_size: int):
+    """Yields the first ``num_eval_examples`` packed rows of the validation split, batched."""
+    from memarch.data.text import PackedText, prepare
+
+    _check_task(cfg)
+    val = prepare(cfg.text_file, cfg.data_dir or None)["validation"]
+    src = PackedText(val, seq_len=cfg.seq_len, seed=cfg.eval_seed)
+    n = min(cfg.num_eval_examples, len(src))
+    ds = grain.MapDataset.source(src)[:n].batch(batch_size)
+    for i in range(len(ds)):
+        yield {k: np.asarray(v) for k, v in ds[i].items()}
 
 
 def eval_batches(cfg: DataConfig, seq_len: int, num_pairs: int, batch_size: int):

@@ -1,7 +1,11 @@
-"""Typed configs, optimiser, jit-compiled steps and the training loop."""
+"""Typed configs, device mesh and sharding rules, optimiser, jit-compiled steps, orbax
+checkpoints, metric writers and the training loop."""
 
 from memarch.train.config import (
+    CheckpointConfig,
     DataConfig,
+    DistributedConfig,
+    MeshConfig,
     OptimConfig,
     TrainConfig,
     apply_overrides,
@@ -10,7 +14,10 @@ from memarch.train.config import (
 from memarch.train.trainer import TrainResult, train
 
 __all__ = [
+    "CheckpointConfig",
     "DataConfig",
+    "DistributedConfig",
+    "MeshConfig",
     "OptimConfig",
     "TrainConfig",
     "TrainResult",

@@ -1,7 +1,9 @@
 """Typed experiment configs and ``key.sub=value`` overrides.
 
-``TrainConfig`` gathers the model (:class:`LMConfig`), the data (:class:`DataConfig`) and the
-optimiser (:class:`OptimConfig`) sections.
+``TrainConfig`` gathers the model (:class:`LMConfig`), the data (:class:`DataConfig`), the
+optimiser (:class:`OptimConfig`), the device mesh and sharding rules (:class:`MeshConfig`),
+multi-host start-up (:class:`DistributedConfig`) and checkpointing (:class:`CheckpointConfig`).
+:func:`validate` checks a config against the device count before anything is compiled.
 
 A config file is a Python module in ``configs/`` with ``get_config() -> TrainConfig``.
 Overrides from the command line are applied with :func:`apply_overrides`; an unknown key or a
@@ -14,6 +16,7 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
+import inspect
 import json
 import types
 import typing
@@ -36,16 +39,79 @@ class OptimConfig:
     grad_clip: float = 1.0  # global-norm gradient clipping; 0 disables
 
 
+# logical axis -> mesh axes (None = replicated); see memarch.train.mesh
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),  # the batch is split over every data-parallel axis
+    ("embed", "fsdp"),  # the residual width of weights: ZeRO-3 style parameter sharding
+    ("vocab", "tensor"),  # embedding rows / head columns
+    ("heads", "tensor"),  # attention and memory heads (q, k, v, gates, o_proj input)
+    ("mlp", "tensor"),  # SwiGLU hidden units
+    ("experts", None),  # MoM memories
+    ("conv", None),  # short-conv taps
+)
+
+# parameter path glob -> logical name of each dimension; first match of the right rank wins.
+# Paths look like "blocks/3/mixer/q_proj/kernel"; a pattern also matches any path ending in it.
+DEFAULT_PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+    ("embed/embedding", ("vocab", "embed")),
+    ("head/kernel", ("embed", "vocab")),
+    ("*mlp/down/kernel", ("mlp", "embed")),
+    ("*mlp/*/kernel", ("embed", "mlp")),
+    ("*o_proj/kernel", ("heads", "embed")),
+    ("*conv/weight", ("conv", "heads")),
+    ("*router", ("embed", "experts")),
+    ("*", ("embed", "heads")),  # every other matrix: an input projection [D, H·d]
+    ("*", ("experts", "embed", "heads")),  # stacked per-memory projections [M, D, H·d]
+)
+
+MESH_AXES = ("data", "fsdp", "tensor")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+ON_NONFINITE = ("stop", "skip")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    data: int = -1  # data-parallel axis size (params replicated); -1 = the devices left over
+    fsdp: int = 1  # fully-sharded data-parallel axis (batch and params split); -1 = the rest
+    tensor: int = 1  # tensor-parallel axis (heads, MLP, vocab split); -1 = the rest
+    rules: tuple[tuple[str, str | tuple[str, ...] | None], ...] = DEFAULT_RULES  # logical->mesh
+    param_axes: tuple[tuple[str, tuple[str | None, ...]], ...] = DEFAULT_PARAM_AXES  # path->names
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    initialize: bool = False  # call jax.distributed.initialize before any device is touched
+    coordinator_address: str = ""  # "host:port" of process 0; "" = auto-detect (TPU, SLURM)
+    num_processes: int = 0  # processes in the job; 0 = auto-detect
+    process_id: int = -1  # index of this process; -1 = auto-detect
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 0  # save every n steps (0 = only at the end and on SIGTERM); needs a workdir
+    keep: int = 3  # keep the last n checkpoints
+    async_save: bool = True  # write in a background thread while training continues
+    directory: str = ""  # "" = <workdir>/checkpoints
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     name: str = "run"  # run name (tables, plots, run directory)
     model: LMConfig = dataclasses.field(default_factory=LMConfig)  # the language model
     data: DataConfig = dataclasses.field(default_factory=DataConfig)  # the task
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)  # the optimiser
-    batch_size: int = 64  # sequences per step
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)  # device mesh and sharding
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)  # hosts
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)  # orbax
+    batch_size: int = 64  # sequences per step (global, over all devices and hosts)
+    grad_accum_steps: int = 1  # micro-batches per step (batch_size / this each)
+    compute_dtype: str = "float32"  # float32 | bfloat16 (master weights stay float32)
+    on_nonfinite: str = "stop"  # NaN/inf loss: stop (with the last good checkpoint) | skip
     num_steps: int = 2000  # optimiser steps
     eval_every: int = 0  # evaluate every n steps (0 = only at the end)
     log_every: int = 100  # log training metrics every n steps
+    tensorboard: bool = True  # also write TensorBoard event files (tensorboardX) to the workdir
+    peak_tflops: float = 0.0  # peak TFLOP/s of one device, for the MFU estimate (0 = no MFU)
     seed: int = 0  # parameter-initialisation seed
 
 
@@ -73,8 +139,12 @@ def variant(
     return out
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Imports a config file and returns its ``get_config()``."""
+def load_config(path: str | Path, *, tiny: bool = False) -> TrainConfig:
+    """Imports a config file and returns its ``get_config()``.
+
+    ``tiny=True`` asks for the file's tiny CPU variant, ``get_config(tiny=True)``; files whose
+    ``get_config`` takes no ``tiny`` argument are CPU-sized already and are returned as is.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
@@ -83,7 +153,8 @@ def load_config(path: str | Path) -> TrainConfig:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {str(path)!r} must define get_config()")
-    cfg = module.get_config()
+    takes_tiny = "tiny" in inspect.signature(module.get_config).parameters
+    cfg = module.get_config(tiny=True) if tiny and takes_tiny else module.get_config()
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"{path}: get_config() must return a TrainConfig; got {type(cfg)}")
     return cfg
@@ -192,7 +263,10 @@ def config_to_json(cfg: Any) -> str:
 
 
 __all__ = [
+    "CheckpointConfig",
     "DataConfig",
+    "DistributedConfig",
+    "MeshConfig",
     "OptimConfig",
     "TrainConfig",
     "apply_overrides",

@@ -1,12 +1,19 @@
-"""Loss, and the jit-compiled train and eval steps.
+"""Loss, train state and the jit-compiled train step.
 
-Steps follow the split/merge pattern: the (model, optimiser) pair is split once into a
-static graph definition and a state pytree; each compiled step merges, differentiates,
-updates and returns the new state (no per-call graph traversal, buffers donated).
+The train state is a plain dict pytree (cheap to flatten on every call)::
+
+    {"params": {...float32 master weights...}, "opt_state": optax state,
+     "step": int32[], "rng": uint32[2] (base PRNG key data)}
+
+The model's graph definition is split off once; the compiled step merges it with the
+parameters, differentiates, applies the optax update and returns the new state. Its input
+state buffers are donated. The models here are deterministic; ``rng`` is carried (and
+checkpointed) for stochastic layers, whose per-step key is ``fold_in(rng, step)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -25,29 +32,140 @@ def masked_cross_entropy(
 
     ``logits [B, T, V]`` float, ``targets [B, T]`` int -> (loss, {"accuracy", "tokens"}).
     """
+    ce_sum, correct, n = masked_ce_sums(logits, targets)
+    d = jnp.maximum(n, 1)
+    return ce_sum / d, {"accuracy": correct / d, "tokens": n}
+
+
+def masked_ce_sums(logits: jax.Array, targets: jax.Array):
+    """``(Σ CE, Σ correct, labelled count)`` over positions whose target is not ignored."""
     mask = targets != IGNORE_INDEX
     safe = jnp.where(mask, targets, 0)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
-    n = jnp.maximum(mask.sum(), 1)
-    loss = jnp.where(mask, ce, 0.0).sum() / n
     correct = (jnp.argmax(logits, -1) == targets) & mask
-    return loss, {"accuracy": correct.sum() / n, "tokens": mask.sum()}
+    return jnp.where(mask, ce, 0.0).sum(), correct.sum(), mask.sum()
 
 
-def _forward_loss(model, batch: dict[str, jax.Array]):
-    logits, aux, stats = forward(model, batch)
-    ce, metrics = masked_cross_entropy(logits, batch["targets"])
-    return ce + aux, dict(metrics, ce=ce, aux_loss=aux, **stats)
+def params_of(model: nnx.Module) -> dict:
+    """The model's ``nnx.Param`` values as a nested dict of arrays."""
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
-def make_train_step(graphdef: Any):
-    """Returns ``step(state, batch) -> (state, metrics)``; ``state = nnx.state((model, opt))``."""
+def init_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int) -> dict:
+    """A fresh train state for ``model`` (run it under ``jax.jit`` to create it sharded)."""
+    params = params_of(model)
+    return {
+        "params": params,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.key_data(jax.random.key(seed)),
+    }
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
+def make_train_step(
+    graphdef: Any,
+    tx: optax.GradientTransformation,
+    *,
+    grad_accum_steps: int = 1,
+    compute_dtype: str = "float32",
+    skip_nonfinite: bool = False,
+    state_shardings: Any = None,
+    batch_shardings: Any = None,
+) -> Callable:
+    """Returns the jitted ``step(state, batch) -> (state, metrics)`` (state donated).
+
+    ``batch``: ``{"inputs", "targets"[, "segment_ids"]}: int32[B, T]``. With
+    ``grad_accum_steps = k`` the batch is split into ``k`` micro-batches of rows
+    ``i, i + k, …`` (so each stays on its devices) whose gradients are summed in a
+    ``lax.scan``; the loss is normalised by the labelled tokens of the whole batch, so the
+    result equals the single-batch step up to float rounding. ``compute_dtype="bfloat16"``
+    casts a copy of the float32 master weights for the forward and backward pass.
+    With ``skip_nonfinite`` a step whose loss or gradient norm is NaN/inf leaves the
+    parameters and optimiser state unchanged (``metrics["skipped"] = 1``).
+    Metrics: loss, ce, aux_loss, accuracy, tokens, grad_norm, skipped and any sown statistics.
+    """
+    dtype = jnp.dtype(compute_dtype)
+    k = grad_accum_steps
+
+    def loss_fn(params, batch, denom):
+        if dtype != jnp.float32:
+            params = _cast_floats(params, dtype)
+        model = nnx.merge(graphdef, params)
+        logits, aux, stats = forward(model, batch)
+        ce_sum, correct, n = masked_ce_sums(logits, batch["targets"])
+        ce = ce_sum / denom
+        aux = aux.astype(jnp.float32) / k
+        stats = {name: v.astype(jnp.float32) / k for name, v in stats.items()}
+        return ce + aux, dict(stats, ce=ce, aux_loss=aux, correct=correct, tokens=n)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def grads_and_metrics(params, batch):
+        denom = jnp.maximum((batch["targets"] != IGNORE_INDEX).sum(), 1).astype(jnp.float32)
+        if k == 1:
+            (loss, m), grads = grad_fn(params, batch, denom)
+            return loss, m, grads
+
+        def split(x):  # [B, ...] -> [k, B/k, ...], micro-batch i = rows i, i + k, ...
+            return x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+
+        micro = jax.tree.map(split, batch)
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        first = jax.tree.map(lambda x: x[0], micro)
+        m_shape = jax.eval_shape(lambda: grad_fn(params, first, denom)[0][1])
+        m_zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
+
+        def body(carry, mb):
+            loss_acc, m_acc, g_acc = carry
+            (loss, m), g = grad_fn(params, mb, denom)
+            return (
+                loss_acc + loss,
+                jax.tree.map(jnp.add, m_acc, m),
+                jax.tree.map(jnp.add, g_acc, g),
+            ), None
+
+        (loss, m, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), m_zero, zeros), micro)
+        return loss, m, grads
 
     def train_step(state, batch):
-        model, optimizer = nnx.merge(graphdef, state)
-        (loss, metrics), grads = nnx.value_and_grad(_forward_loss, has_aux=True)(model, batch)
-        optimizer.update(model, grads)
-        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
-        return nnx.state((model, optimizer)), metrics
+        params, opt_state = state["params"], state["opt_state"]
+        loss, m, grads = grads_and_metrics(params, batch)
+        grad_norm = optax.tree.norm(grads)
+        updates, new_opt = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if skip_nonfinite:
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+            new_params, new_opt = keep(new_params, params), keep(new_opt, opt_state)
+        tokens = m.pop("tokens")
+        correct = m.pop("correct")
+        metrics = dict(
+            m,
+            loss=loss,
+            accuracy=correct / jnp.maximum(tokens, 1),
+            tokens=tokens,
+            grad_norm=grad_norm,
+            skipped=(~ok).astype(jnp.int32) if skip_nonfinite else jnp.zeros((), jnp.int32),
+        )
+        new_state = {
+            "params": new_params,
+            "opt_state": new_opt,
+            "step": state["step"] + 1,
+            "rng": state["rng"],
+        }
+        return new_state, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    kwargs = {}
+    if state_shardings is not None:
+        kwargs["in_shardings"] = (state_shardings, batch_shardings)
+        kwargs["out_shardings"] = (state_shardings, None)
+    return jax.jit(train_step, donate_argnums=0, **kwargs)
+
+
+__all__ = ["init_state", "make_train_step", "masked_ce_sums", "masked_cross_entropy", "params_of"]
