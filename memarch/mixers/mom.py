@@ -27,8 +27,9 @@ decay / write-strength projections (GDN: W_a, W_β; GLA: the rank-16 gate W₂W�
 Shared: router W_g, W_q, the short-conv weights (separate caches per memory), A_log and
 dt_bias (GDN), the output gate W_go, the output RMSNorm and W_o. The shared memory has its own
 W_k, W_v and gate projections and uses the same W_q. Bases: ``gated_deltanet`` (as above; GDN
-initialisation, dt in [dt_min, dt_max] = [1e-3, 1e-1] by default), ``gla`` (``S = Diag(exp g) S + k vᵀ``,
-``g = logsigmoid(W₂W₁x + b₂)/16`` per key channel, rank 16), ``linear_attention``
+initialisation, dt in [dt_min, dt_max] = [1e-3, 1e-1] by default), ``gla``
+(``S = Diag(exp g) S + k vᵀ``, ``g = logsigmoid(W₂W₁x + b₂)/16`` per key channel, rank 16, b₂
+initialised to ``gate_bias_init``), ``linear_attention``
 (``S = S + φ(k) vᵀ``, φ = elu + 1 on q and k). Every base gets the gated output norm
 (``output_gate=False``: a plain RMSNorm, as the single-memory mixers allow).
 
