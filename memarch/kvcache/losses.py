@@ -88,7 +88,7 @@ def capacity_loss(
         if segment_ids is None
         else segment_positions(segment_ids)
     )
-    hinge = jnp.maximum(s - budget, 0.0) / (pos + 1.0)[..., None]
+    hinge = jnp.where(s > budget, s - budget, 0.0) / (pos + 1.0)[..., None]  # 0 grad at S = M
     return jnp.mean(hinge)
 
 
