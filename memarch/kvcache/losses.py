@@ -34,7 +34,7 @@ GATE_PARAMS = nnx.All(nnx.Param, nnx.PathContains(GATE_NAME))  # the trainable T
 def retention_mass(
     log_beta: jax.Array, segment_ids: jax.Array | None = None, *, block_size: int = 64
 ) -> jax.Array:
-    """``S_t = Σ_{i ≤ t, same segment} exp((t − i)·log β_i)``: ``[B, T, H] -> [B, T, H]`` f32.
+    """``S_t = Σ_{i ≤ t, same segment} exp((t − i)·log β_i)``: ``[B, T, H] -> [B, T, H]`` (≥ float32).
 
     Computed with a ``lax.scan`` over key blocks (never the ``T × T`` matrix).
     """
@@ -45,7 +45,8 @@ def retention_mass(
         raise ValueError(f"segment_ids must have shape {(b, t)} ([B, T]); got {segment_ids.shape}")
     n = -(-t // block_size)
     pad = n * block_size - t
-    a = jnp.pad(log_beta.astype(jnp.float32), [(0, 0), (0, pad), (0, 0)])
+    dtype = jnp.promote_types(log_beta.dtype, jnp.float32)  # float32, or float64 under x64
+    a = jnp.pad(log_beta.astype(dtype), [(0, 0), (0, pad), (0, 0)])
     seg = jnp.zeros((b, t), jnp.int32) if segment_ids is None else segment_ids
     seg_k = jnp.pad(seg, [(0, 0), (0, pad)], constant_values=-1)
     kpos = jnp.arange(n * block_size)
@@ -59,12 +60,12 @@ def retention_mass(
     @jax.checkpoint
     def body(acc, blk):
         a_k, seg_blk, kp = blk
-        dt = (qpos[:, None] - kp[None, :]).astype(jnp.float32)  # [T, block]
+        dt = (qpos[:, None] - kp[None, :]).astype(dtype)  # [T, block]
         ok = (dt >= 0)[None] & (seg[:, :, None] == seg_blk[:, None, :])  # [B, T, block]
         expo = jnp.where(ok[..., None], dt[None, :, :, None] * a_k[:, None], -jnp.inf)
         return acc + jnp.sum(jnp.exp(expo), axis=2), None
 
-    acc, _ = jax.lax.scan(body, jnp.zeros((b, t, h), jnp.float32), xs)
+    acc, _ = jax.lax.scan(body, jnp.zeros((b, t, h), dtype), xs)
     return acc
 
 
