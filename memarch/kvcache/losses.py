@@ -34,7 +34,8 @@ GATE_PARAMS = nnx.All(nnx.Param, nnx.PathContains(GATE_NAME))  # the trainable T
 def retention_mass(
     log_beta: jax.Array, segment_ids: jax.Array | None = None, *, block_size: int = 64
 ) -> jax.Array:
-    """``S_t = Σ_{i ≤ t, same segment} exp((t − i)·log β_i)``: ``[B, T, H] -> [B, T, H]`` (≥ float32).
+    """``S_t = Σ_{i ≤ t, same segment} exp((t − i)·log β_i)``, ``[B, T, H] -> [B, T, H]``
+    (float32, or float64 for float64 input).
 
     Computed with a ``lax.scan`` over key blocks (never the ``T × T`` matrix).
     """

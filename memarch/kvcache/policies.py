@@ -78,7 +78,9 @@ class RetentionEviction(EvictionPolicy):
     def __post_init__(self):
         super().__post_init__()
         if not isinstance(self.recent, int) or not 0 <= self.recent <= self.budget:
-            raise ValueError(f"recent must be an int in [0, budget={self.budget}]; got {self.recent!r}")
+            raise ValueError(
+                f"recent must be an int in [0, budget={self.budget}]; got {self.recent!r}"
+            )
 
     def scores(self, cache, probs, t_next, prefill):
         s = (t_next - cache.pos).astype(jnp.float32) * cache.slope
@@ -129,7 +131,9 @@ class H2O(EvictionPolicy):
         if not isinstance(r, int) or r <= 0:
             raise ValueError(f"recent window must be > 0; got {r!r} (budget {self.budget})")
         if r >= self.budget:
-            raise ValueError(f"recent ({r}) must be < budget ({self.budget}) to leave heavy hitters")
+            raise ValueError(
+                f"recent ({r}) must be < budget ({self.budget}) to leave room for heavy hitters"
+            )
 
     def scores(self, cache, probs, t_next, prefill):
         stat = cache.stat + jnp.sum(_group_mean(probs), axis=1)

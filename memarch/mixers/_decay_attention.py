@@ -23,7 +23,7 @@ from memarch.kvcache.policies import EvictionPolicy
 from memarch.layers.rope import segment_positions
 from memarch.mixers.attention import Attention, AttentionConfig
 from memarch.mixers.protocol import check_call
-from memarch.ops.decay_attention import decay_attention, decay_attention_cached
+from memarch.ops.decay_attention import IMPLS, decay_attention, decay_attention_cached
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,10 @@ class DecayAttentionConfig(AttentionConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.impl not in IMPLS:
+            raise ValueError(f"impl must be one of {list(IMPLS)}; got {self.impl!r}")
+        if not isinstance(self.block_size, int) or self.block_size <= 0:
+            raise ValueError(f"block_size must be a positive int; got {self.block_size!r}")
         if self.eviction is not None and not isinstance(self.eviction, EvictionPolicy):
             raise ValueError(
                 "eviction must be an EvictionPolicy (memarch.kvcache.make_policy(name, budget=…)) "
@@ -104,9 +108,7 @@ class DecayAttention(Attention):
         q_pos = cache.length + jnp.arange(t, dtype=jnp.int32)
         qb_pos = jnp.broadcast_to(q_pos, (b, t))
         q, k, v, conv = self._project(x, qb_pos, conv_cache=cache.conv)
-        slope = (
-            jnp.zeros((b, t, hkv), jnp.float32) if log_beta is None else log_beta.astype(jnp.float32)
-        )
+        slope = jnp.zeros((b, t, hkv), jnp.float32) if log_beta is None else log_beta
         new = dict(
             k=k.astype(cache.k.dtype), v=v.astype(cache.v.dtype),
             pos=jnp.broadcast_to(q_pos[None, :, None], (b, t, hkv)),

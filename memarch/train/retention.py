@@ -26,7 +26,8 @@ def trimkv_objective(
     student, aux, stats = forward(model, batch)
     targets = batch["targets"]
     loss, parts = distillation_loss(
-        student, teacher, targets, targets != IGNORE_INDEX, kl_weight=kl_weight, ntp_weight=ntp_weight
+        student, teacher, targets, targets != IGNORE_INDEX,
+        kl_weight=kl_weight, ntp_weight=ntp_weight,
     )
     return loss + aux, dict(parts, capacity=aux, **stats)
 
@@ -41,7 +42,7 @@ def gate_train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: dict[str
     """One TRIM-KV step: gradients of :func:`trimkv_objective` w.r.t. the gates only, applied
     by ``optimizer`` (from :func:`gate_optimizer`). Returns (loss, metrics)."""
     grad_fn = nnx.value_and_grad(
-        trimkv_objective, argnums=nnx.DiffState(0, GATE_PARAMS), has_aux=True
+        lambda m, b: trimkv_objective(m, b), argnums=nnx.DiffState(0, GATE_PARAMS), has_aux=True
     )
     (loss, metrics), grads = grad_fn(model, batch)
     optimizer.update(model, grads)

@@ -37,8 +37,10 @@ def loop_reference(q, k, v, f, a, window=None):
     for bi in range(b):
         for hi in range(h):
             kh = hi // g
-            fh = None if f is None else np.asarray(f, np.float64)[bi, :, hi if f.shape[2] == h else kh]
-            ah = None if a is None else np.asarray(a, np.float64)[bi, :, hi if a.shape[2] == h else kh]
+            pick = lambda x: None if x is None else np.asarray(x, np.float64)[
+                bi, :, hi if x.shape[2] == h else kh
+            ]
+            fh, ah = pick(f), pick(a)
             for ti in range(t):
                 lo = 0 if window is None else max(0, ti - window + 1)
                 idx = np.arange(lo, ti + 1)
