@@ -37,10 +37,11 @@ def loop_reference(q, k, v, f, a, window=None):
     for bi in range(b):
         for hi in range(h):
             kh = hi // g
-            pick = lambda x: None if x is None else np.asarray(x, np.float64)[
-                bi, :, hi if x.shape[2] == h else kh
-            ]
-            fh, ah = pick(f), pick(a)
+            cols = [None if x is None else (hi if x.shape[2] == h else kh) for x in (f, a)]
+            fh, ah = (
+                None if x is None else np.asarray(x, np.float64)[bi, :, c]
+                for x, c in zip((f, a), cols, strict=True)
+            )
             for ti in range(t):
                 lo = 0 if window is None else max(0, ti - window + 1)
                 idx = np.arange(lo, ti + 1)
