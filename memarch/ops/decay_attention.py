@@ -25,9 +25,11 @@ reset (its differences never cross a boundary) and ``t − i`` is the distance i
 
 Implementations (``impl``): ``"naive"`` materialises the ``T × T`` logits (the reference);
 ``"blockwise"`` (= ``"auto"``) scans over key blocks of ``block_size`` with an online softmax,
-holding ``T × block_size`` logits at a time and never the ``T × T`` matrix. Its gradient is JAX
-autodiff through the scan with a rematerialised block body (the backward pass keeps the
-running ``[T, V]`` accumulator per key block, not the logits).
+holding ``T × block_size`` logits at a time and never the ``T × T`` matrix. Its backward pass
+(``jax.custom_vjp``) is flash-attention style: it saves only the output and the per-query
+log-sum-exp, and recomputes each key block's weights, so training memory is O(T·D) as well;
+the gradients of Λ and a are reduced per block (``dΛ``, then autodiff's reverse cumsum gives
+``d log f``).
 
 :func:`decay_attention_cached` attends a few queries to an explicit key set with absolute
 positions (a decode cache, possibly after eviction) and also returns the attention weights,
@@ -35,6 +37,8 @@ which eviction policies score.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -151,32 +155,51 @@ def _naive(qg, k, v, lam, slope, pos, seg_mask, scale, window):
                       preferred_element_type=jnp.float32)
 
 
-def _blockwise(qg, k, v, lam, slope, pos, seg, scale, window, block_size):
-    b, t, hkv, g, _ = qg.shape
+def _key_blocks(x, n: int, block_size: int, fill=0):
+    """``[B, T, ...] -> [n, B, block_size, ...]`` (T padded with ``fill``); None stays None."""
+    if x is None:
+        return None
+    b, t = x.shape[:2]
+    x = jnp.pad(x, [(0, 0), (0, n * block_size - t)] + [(0, 0)] * (x.ndim - 2),
+                constant_values=fill)
+    return jnp.moveaxis(x.reshape(b, n, block_size, *x.shape[2:]), 1, 0)
+
+
+def _unblock(x, t: int):
+    """``[n, B, block, ...] -> [B, T, ...]`` (inverse of :func:`_key_blocks`, padding cut)."""
+    x = jnp.moveaxis(x, 0, 1)
+    return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :t]
+
+
+def _scan_inputs(qg, k, v, lam, slope, seg, block_size):
+    b, t, hkv = k.shape[:3]
     n = -(-t // block_size)
-    pad = n * block_size - t
-
-    def blocks(x, fill=0):
-        if x is None:
-            return None
-        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
-        x = x.reshape(b, n, block_size, *x.shape[2:])
-        return jnp.moveaxis(x, 1, 0)  # [n, B, block, ...]
-
+    pos = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     kpos = jnp.broadcast_to(pos[:, :, None], (b, t, hkv))
     xs = dict(
-        k=blocks(k), v=blocks(v), pos=blocks(kpos, -1), lam=blocks(lam), slope=blocks(slope),
-        seg=blocks(seg),
+        k=_key_blocks(k, n, block_size), v=_key_blocks(v, n, block_size),
+        pos=_key_blocks(kpos, n, block_size, -1), lam=_key_blocks(lam, n, block_size),
+        slope=_key_blocks(slope, n, block_size), seg=_key_blocks(seg, n, block_size),
+    )
+    return pos, xs
+
+
+def _block_logits(qg, blk, pos, lam, seg, scale, window):
+    extra = None if seg is None else seg[:, :, None] == blk["seg"][:, None, :]
+    return biased_logits(
+        qg, blk["k"], pos, blk["pos"], scale=scale, q_lam=lam, k_lam=blk["lam"],
+        k_slope=blk["slope"], window=window, extra_mask=extra,
     )
 
-    @jax.checkpoint
+
+def _flash_forward(qg, k, v, lam, slope, seg, scale, window, block_size):
+    """Online softmax over key blocks: (o ``[B, T, H_kv, G, V]`` f32, lse ``[B, H_kv, G, T]``)."""
+    b, t, hkv, g, _ = qg.shape
+    pos, xs = _scan_inputs(qg, k, v, lam, slope, seg, block_size)
+
     def body(carry, blk):
         m, l, acc = carry
-        extra = None if seg is None else seg[:, :, None] == blk["seg"][:, None, :]
-        s, mask = biased_logits(
-            qg, blk["k"], pos, blk["pos"], scale=scale, q_lam=lam, k_lam=blk["lam"],
-            k_slope=blk["slope"], window=window, extra_mask=extra,
-        )
+        s, mask = _block_logits(qg, blk, pos, lam, seg, scale, window)
         m_new = jnp.maximum(m, jnp.max(s, axis=-1))
         p = jnp.where(mask, jnp.exp(s - m_new[..., None]), 0.0)
         alpha = jnp.exp(m - m_new)
@@ -185,15 +208,73 @@ def _blockwise(qg, k, v, lam, slope, pos, seg, scale, window, block_size):
                         preferred_element_type=jnp.float32)
         return (m_new, l, alpha[..., None] * acc + pv), None
 
-    dv = v.shape[-1]
     init = (
         jnp.full((b, hkv, g, t), _NEG, jnp.float32),
         jnp.zeros((b, hkv, g, t), jnp.float32),
-        jnp.zeros((b, hkv, g, t, dv), jnp.float32),
+        jnp.zeros((b, hkv, g, t, v.shape[-1]), jnp.float32),
     )
-    (_, l, acc), _ = jax.lax.scan(body, init, xs)
-    o = acc / jnp.where(l > 0, l, 1.0)[..., None]
-    return jnp.transpose(o, (0, 3, 1, 2, 4))  # [B, T, H_kv, G, V]
+    (m, l, acc), _ = jax.lax.scan(body, init, xs)
+    l = jnp.where(l > 0, l, 1.0)
+    o = acc / l[..., None]
+    return jnp.transpose(o, (0, 3, 1, 2, 4)), m + jnp.log(l)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def _blockwise(qg, k, v, lam, slope, seg, scale, window, block_size):
+    """Blockwise attention with a flash-style backward pass (recomputes each key block's
+    weights from the saved log-sum-exp; memory O(T·D), never O(T²))."""
+    return _flash_forward(qg, k, v, lam, slope, seg, scale, window, block_size)[0]
+
+
+def _blockwise_fwd(qg, k, v, lam, slope, seg, scale, window, block_size):
+    o, lse = _flash_forward(qg, k, v, lam, slope, seg, scale, window, block_size)
+    return o, (qg, k, v, lam, slope, seg, o, lse)
+
+
+def _blockwise_bwd(scale, window, block_size, res, do):
+    """With ``P = softmax(logits)``, ``dS = P ⊙ (dP − rowsum(dO ⊙ O))``: dq = scale·dS k,
+    dk = scale·dSᵀ q, dv = Pᵀ dO, dΛ_t += Σ_i dS_ti, dΛ_i −= Σ_t dS_ti,
+    da_i = Σ_t dS_ti (t − i)."""
+    qg, k, v, lam, slope, seg, o, lse = res
+    t = qg.shape[1]
+    pos, xs = _scan_inputs(qg, k, v, lam, slope, seg, block_size)
+    do = do.astype(jnp.float32)
+    delta = jnp.transpose(jnp.sum(do * o, axis=-1), (0, 2, 3, 1))  # [B, H_kv, G, T]
+    q32 = qg.astype(jnp.float32)
+
+    def body(carry, blk):
+        dq, dlam_q = carry
+        s, mask = _block_logits(qg, blk, pos, lam, seg, scale, window)
+        p = jnp.where(mask, jnp.exp(s - lse[..., None]), 0.0)
+        vb, kb = blk["v"].astype(jnp.float32), blk["k"].astype(jnp.float32)
+        dv = jnp.einsum("bkgts,btkgd->bskd", p, do)
+        ds = p * (jnp.einsum("btkgd,bskd->bkgts", do, vb) - delta[..., None])
+        dq = dq + scale * jnp.einsum("bkgts,bskd->btkgd", ds, kb)
+        dk = scale * jnp.einsum("bkgts,btkgd->bskd", ds, q32)
+        out = {"dk": dk, "dv": dv}
+        if lam is not None:
+            dlam_q = dlam_q + jnp.sum(ds, axis=-1)
+            out["dlam"] = -jnp.transpose(jnp.sum(ds, axis=-2), (0, 3, 1, 2))
+        if slope is not None:
+            kp = jnp.transpose(blk["pos"], (0, 2, 1))[:, :, None, None, :]
+            dt = (pos[:, None, None, :, None] - kp).astype(jnp.float32)
+            out["dslope"] = jnp.transpose(jnp.sum(ds * dt, axis=-2), (0, 3, 1, 2))
+        return (dq, dlam_q), out
+
+    init = (jnp.zeros(qg.shape, jnp.float32), jnp.zeros(lse.shape, jnp.float32))
+    (dq, dlam_q), outs = jax.lax.scan(body, init, xs)
+    dlam = dslope = None
+    if lam is not None:
+        dlam = _unblock(outs["dlam"], t) + jnp.transpose(dlam_q, (0, 3, 1, 2))
+    if slope is not None:
+        dslope = _unblock(outs["dslope"], t)
+    return (
+        dq.astype(qg.dtype), _unblock(outs["dk"], t).astype(k.dtype),
+        _unblock(outs["dv"], t).astype(v.dtype), dlam, dslope, None,
+    )
+
+
+_blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
 
 
 def decay_attention(
@@ -244,7 +325,7 @@ def decay_attention(
         )
         o = _naive(qg, k, v, lam, slope, pos, seg_mask, scale, window)
     else:
-        o = _blockwise(qg, k, v, lam, slope, pos, segment_ids, scale, window, block_size)
+        o = _blockwise(qg, k, v, lam, slope, segment_ids, scale, window, block_size)
     return o.reshape(b, t, h, v.shape[-1]).astype(q.dtype)
 
 
