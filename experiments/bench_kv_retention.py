@@ -9,7 +9,8 @@
 2. Attention with the decay bias, forward+backward at T: plain masked attention (materialised
    T×T, :func:`memarch.mixers.attention.attend`) vs :func:`memarch.ops.decay_attention` with
    FoX gates and TRIM-KV slopes, blockwise and naive, and blockwise without a bias.
-   Before timing, blockwise is checked against naive on the same inputs.
+   Before timing, blockwise is checked against naive on the same inputs. "XLA temp MiB" is
+   the compiled program's temporary buffer size (``memory_analysis``), i.e. activation memory.
 
 Results are printed as Markdown and written to experiments/results/bench_kv_retention.md.
 """
@@ -91,7 +92,8 @@ def bench_decode(args) -> list[tuple[str, float, float]]:
     return rows
 
 
-def bench_bias_attention(args) -> list[tuple[str, float]]:
+def bench_bias_attention(args) -> list[tuple[str, float, float]]:
+    """(variant, fwd+bwd seconds, XLA temporary buffer MiB) per variant."""
     b, t, h, hkv, d = 1, args.T, args.heads, args.kv_heads, args.d_model // args.heads
     ks = jax.random.split(jax.random.key(2), 5)
     q = jax.random.normal(ks[0], (b, t, h, d))
@@ -120,8 +122,13 @@ def bench_bias_attention(args) -> list[tuple[str, float]]:
         grad_of(variants["decay_attention naive (FoX + TRIM-KV bias)"])(*small), strict=True))
     if err > 1e-4:
         raise SystemExit(f"blockwise vs naive gradients differ (rel RMS {err:.2e}); not timing")
-    return [(name, best_time(grad_of(fn), q, k, v, log_f, slope, repeats=args.repeats))
-            for name, fn in variants.items()]
+    rows = []
+    for name, fn in variants.items():
+        f = grad_of(fn)
+        mem = f.lower(q, k, v, log_f, slope).compile().memory_analysis()
+        temp = getattr(mem, "temp_size_in_bytes", float("nan")) / 2**20
+        rows.append((name, best_time(f, q, k, v, log_f, slope, repeats=args.repeats), temp))
+    return rows
 
 
 def main():
@@ -159,12 +166,12 @@ def main():
         "",
         f"## Attention forward+backward at T = {args.T} (block {args.block})",
         "",
-        "| variant | seconds | ratio to plain |",
-        "|---|---:|---:|",
+        "| variant | seconds | ratio to plain | XLA temp MiB |",
+        "|---|---:|---:|---:|",
     ]
     att = bench_bias_attention(args)
-    for name, secs in att:
-        lines.append(f"| {name} | {secs:.3f} | {secs / att[0][1]:.2f} |")
+    for name, secs, temp in att:
+        lines.append(f"| {name} | {secs:.3f} | {secs / att[0][1]:.2f} | {temp:.0f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

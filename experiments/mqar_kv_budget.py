@@ -38,10 +38,16 @@ def policies(budget: int) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--eval_examples", type=int, default=128, help="per slice")
+    p.add_argument("--quick", action="store_true", help="smoke run: 3 steps, one small slice")
     p.add_argument("--out", default="experiments/results/mqar_kv_budget")
     args = p.parse_args()
     cfg = load_config("configs/mqar_trimkv.py")
-    cfg = dataclasses.replace(cfg, num_steps=args.steps)
+    data = dataclasses.replace(cfg.data, num_eval_examples=args.eval_examples)
+    if args.quick:
+        args.steps = 3
+        data = dataclasses.replace(data, eval_slices=((64, 8),), num_eval_examples=64)
+    cfg = dataclasses.replace(cfg, num_steps=args.steps, data=data)
     t0 = time.perf_counter()
     result = train(cfg)
     model = result.model

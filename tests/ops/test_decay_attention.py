@@ -170,3 +170,41 @@ def test_rejects_bad_input():
         decay_attention(q, k, v, impl="flash")
     with pytest.raises(ValueError, match="segment_ids must have shape"):
         decay_attention(q, k, v, segment_ids=jnp.zeros((2, 5), jnp.int32))
+
+
+def _avals(jaxpr):
+    """Every intermediate shape of a jaxpr, sub-jaxprs (scan bodies, custom_vjp) included."""
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            yield getattr(var.aval, "shape", ())
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _avals(inner)
+
+
+@pytest.mark.parametrize("impl,expect_txt", [("blockwise", False), ("naive", True)])
+def test_blockwise_never_materialises_t_by_t(impl, expect_txt):
+    """fwd+bwd of the blockwise form holds no [.., T, .., T] array (the naive one does)."""
+    q, k, v, f, a = make(9, b=1, t=96, h=2, hkv=1, d=4, gate_heads=2, slope_heads=1)
+
+    def loss(q, k, v, f, a):
+        return jnp.sum(decay_attention(q, k, v, f, a, impl=impl, block_size=16) ** 2)
+
+    jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))(q, k, v, f, a).jaxpr
+    has_txt = any(sum(dim == 96 for dim in shape) >= 2 for shape in _avals(jaxpr))
+    assert has_txt == expect_txt
+
+
+def test_bfloat16_blockwise_close_to_float32_naive():
+    q, k, v, f, a = make(10, t=21, gate_heads=4, slope_heads=2)
+    q16, k16, v16 = (x.astype(jnp.bfloat16) for x in (q, k, v))
+    do = jax.random.normal(jax.random.key(3), q.shape)
+    got = fwd_bwd(q16, k16, v16, f, a, do, None, impl="blockwise", window=None, block_size=8)
+    up = lambda x: x.astype(jnp.float32)
+    ref = fwd_bwd(up(q16), up(k16), up(v16), f, a, do, None, impl="naive", window=None,
+                  block_size=8)
+    assert got[0].dtype == jnp.bfloat16 and got[1].dtype == jnp.bfloat16
+    for name, x, r in zip(("o", "dq", "dk", "dv", "dlog_f", "da"), got, ref, strict=True):
+        assert_close(name, x.astype(jnp.float32), r, 2e-2)
