@@ -49,7 +49,7 @@ def main():
         data = dataclasses.replace(data, eval_slices=((64, 8),), num_eval_examples=64)
     cfg = dataclasses.replace(cfg, num_steps=args.steps, data=data)
     t0 = time.perf_counter()
-    result = train(cfg)
+    result = train(cfg, progress=True)
     model = result.model
     full = evaluate_mqar(model, cfg.data)
     lines = [

@@ -67,7 +67,7 @@ def test_capacity_gradient_matches_finite_differences():
     with jax.enable_x64(True):
         a = jnp.asarray(np.asarray(gates(1, (1, 12, 2), 2.0)), jnp.float64)
         seg = jnp.asarray([[0] * 5 + [1] * 7], jnp.int32)
-        f = lambda x: capacity_loss(x, 2.5, seg, block_size=4)
+        f = jax.jit(lambda x: capacity_loss(x, 2.5, seg, block_size=4))
         g = np.asarray(jax.grad(f)(a))
         assert np.abs(g).max() > 0
         eps = 1e-6

@@ -19,7 +19,7 @@ def x_in(b=2, t=17):
     return jax.random.normal(jax.random.key(3), (b, t, D), jnp.float32)
 
 
-@pytest.mark.parametrize("num_kv_heads", [4, 2])
+@pytest.mark.parametrize("num_kv_heads", [2])
 def test_unit_forget_gates_equal_plain_attention(num_kv_heads):
     """b = 1e4 makes f = σ(w·x + b) = 1 in float32: FoX reduces to causal attention (same
     projection weights from the same seed)."""

@@ -47,7 +47,7 @@ def test_gate_only_step_moves_only_the_gates():
 
 def test_objective_kl_vanishes_without_gate_effect():
     model = tiny_lm(gate_bias=1e4)  # β ≡ 1: student == teacher
-    loss, parts = trimkv_objective(model, batch())
+    loss, parts = nnx.jit(trimkv_objective)(model, batch())
     assert abs(float(parts["kl"])) < 1e-6 and float(parts["ntp"]) > 0
 
 
@@ -58,11 +58,11 @@ def test_global_budget_decoding():
     _, cache = model(tok[:, :6], cache=cache)
     budget = 5  # across 1 layer × 2 KV heads
     trim = [i for i, n in enumerate(model.layer_names) if n == "trimkv"]
-    for t in range(6, 12):
+    for t in range(6, 9):
         kept = global_keep([cache[i] for i in trim], budget)
         for i, c in zip(trim, kept, strict=True):
             cache[i] = c
         np.testing.assert_array_equal(np.asarray(total_kept(kept)), budget)
         logits, cache = model(tok[:, t : t + 1], cache=cache)
         assert np.all(np.isfinite(np.asarray(logits)))
-    assert int(cache[trim[0]].length) == 12
+    assert int(cache[trim[0]].length) == 9
