@@ -103,7 +103,9 @@ def plot_recall(results: Mapping[str, Mapping[str, float]], columns: Sequence[st
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in results.items():
-        ax.plot(list(columns), [r.get(c, np.nan) for c in columns], marker="o", label=name)
+        style = dict(color="black", linestyle="--", marker="") if name.startswith("full") else {}
+        ax.plot(list(columns), [r.get(c, np.nan) for c in columns],
+                **{"marker": "o", "label": name, **style})
     ax.set_xlabel("KV budget per (layer, KV head), % of the sequence")
     ax.set_ylabel("MQAR accuracy")
     ax.set_ylim(-0.02, 1.02)

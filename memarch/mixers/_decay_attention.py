@@ -8,7 +8,9 @@ and ``_bias_slope(log_beta)`` (the slope actually added to the logits, or None).
 Decoding: without ``eviction`` the cache holds every key (``max_len`` slots; the last
 ``window`` with a window). With ``eviction`` (an :class:`memarch.kvcache.EvictionPolicy`)
 it holds ``M = min(budget, max_len)`` keys per KV head: each call appends the new tokens,
-attends over the ``M + T`` keys, and keeps the M of highest policy score.
+attends over the ``M + T`` keys, and keeps the M of highest policy score. A call materialises
+``T × (M + T)`` logits, so prefill a long prompt under a budget in chunks (each call evicts);
+SnapKV then sees the last chunk as its observation window.
 """
 
 from __future__ import annotations
