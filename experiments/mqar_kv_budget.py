@@ -63,8 +63,9 @@ def main():
         "every token. The retention bias stays on while decoding (the trained function). "
         "SnapKV selects once after prefill; tokens decoded later rank above prompt keys "
         "(its fixed-budget adaptation here). At 25 % the budget equals the key–value context "
-        "(2N = L/4 tokens); at 12.5 % it holds only half of it, so no policy can keep every "
-        "pair. One seed.",
+        "(2N = L/4 tokens); at 12.5 % it holds only N tokens, half of the context — enough "
+        "only if one token per pair is kept (with the short conv, a value token also carries its "
+        "key). One seed.",
         "",
     ]
     cols = [f"{f * 100:g}%" for f in FRACTIONS]
