@@ -18,6 +18,7 @@ Results are printed as Markdown and written to experiments/results/bench_kv_rete
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -152,7 +153,8 @@ def main():
         f"Backend: {dev.platform} ({dev.device_kind}); one run of "
         "`experiments/bench_kv_retention.py`; best of "
         f"{args.repeats}. d_model {args.d_model}, {args.heads} query heads, "
-        f"{args.kv_heads} KV heads, head dim {args.d_model // args.heads}, batch 1.",
+        f"{args.kv_heads} KV heads, head dim {args.d_model // args.heads}, batch 1. "
+        f"Load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.",
         "",
         f"## Decode: one `trimkv` layer, {args.steps} tokens after a {args.context}-token context",
         "",
