@@ -13,6 +13,7 @@ ENTRY_POINTS = [
     "memarch.mixers",
     "memarch.ops",
     "memarch.layers",
+    "memarch.kvcache",
     "memarch.cli",
     "memarch.demo",
     "memarch.kernels",

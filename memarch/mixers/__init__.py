@@ -6,10 +6,12 @@
 
 from memarch.mixers import attention as _attention  # noqa: F401  (registers attention, swa)
 from memarch.mixers import deltanet as _deltanet  # noqa: F401  (deltanet, gated_deltanet)
+from memarch.mixers import fox as _fox  # noqa: F401  (Forgetting Transformer)
 from memarch.mixers import gla as _gla  # noqa: F401
 from memarch.mixers import hgrn2 as _hgrn2  # noqa: F401
 from memarch.mixers import linear_attention as _linear_attention  # noqa: F401
 from memarch.mixers import mom as _mom  # noqa: F401  (Mixture-of-Memories)
+from memarch.mixers import trimkv as _trimkv  # noqa: F401  (TRIM-KV retention gates)
 from memarch.mixers._registry import available, build, config_class, letters, register
 from memarch.mixers.protocol import Mixer
 

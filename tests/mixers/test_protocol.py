@@ -14,6 +14,8 @@ D_MODEL, HEADS = 32, 2
 OPTIONS = {
     "swa": {"window": 5},
     "attention": {"short_conv": 3},
+    "fox": {"rope": True, "num_kv_heads": 1, "forget_tau": (2.0, 20.0)},
+    "trimkv": {"gate_bias": 1.0, "gate_hidden": 16, "window": 9},
 }
 RECURRENT_OPTIONS = {"chunk_size": 16}
 

@@ -1,0 +1,48 @@
+"""KV caches under a memory budget, learned retention (TRIM-KV) losses and eviction policies.
+
+- :mod:`memarch.kvcache.cache` — :class:`RetentionKVCache`, fixed-size per-(row, KV head)
+  slots with validity by position, and top-M selection.
+- :mod:`memarch.kvcache.policies` — :class:`EvictionPolicy` and the TRIM-KV, StreamingLLM,
+  H2O, SnapKV and TOVA scoring rules (:func:`make_policy` by name).
+- :mod:`memarch.kvcache.global_budget` — one budget across layers and KV heads.
+- :mod:`memarch.kvcache.losses` — capacity loss, distillation loss, gate-only training.
+"""
+
+from memarch.kvcache.cache import RetentionKVCache, empty_cache, keep_top, top_slots
+from memarch.kvcache.losses import (
+    GATE_PARAMS,
+    capacity_loss,
+    distillation_loss,
+    retention_gates,
+    retention_mass,
+)
+from memarch.kvcache.policies import (
+    H2O,
+    POLICIES,
+    TOVA,
+    EvictionPolicy,
+    RetentionEviction,
+    SnapKV,
+    StreamingLLM,
+    make_policy,
+)
+
+__all__ = [
+    "GATE_PARAMS",
+    "H2O",
+    "POLICIES",
+    "TOVA",
+    "EvictionPolicy",
+    "RetentionEviction",
+    "RetentionKVCache",
+    "SnapKV",
+    "StreamingLLM",
+    "capacity_loss",
+    "distillation_loss",
+    "empty_cache",
+    "keep_top",
+    "make_policy",
+    "retention_gates",
+    "retention_mass",
+    "top_slots",
+]
