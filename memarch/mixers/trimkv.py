@@ -15,8 +15,9 @@ drops the bias: the model becomes its own distillation teacher.
 Decoding keeps ``log β`` and the position of every cached key. With
 ``eviction=RetentionEviction(budget=M)`` (:mod:`memarch.kvcache.policies`) the cache keeps the
 M keys of highest ``(t − pos_i)·log β_i`` per KV head; any other policy may be used instead.
-``decode_bias`` applies the same bias while decoding, so decode reproduces the training forward exactly (the protocol invariant); set it False for
-the paper's inference mode (standard attention, β used only to rank eviction).
+``decode_bias`` applies the same bias while decoding, so decode reproduces the training
+forward exactly (the protocol invariant); set it False for the paper's inference mode (standard
+attention, β used only to rank eviction).
 """
 
 from __future__ import annotations
