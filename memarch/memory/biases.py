@@ -62,7 +62,9 @@ BIASES: dict[str, Callable[..., jax.Array]] = {
 USES_DELTA = ("huber", "huber_norm")
 
 
-def make_bias(name: str, *, p: float = 3.0) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+def make_bias(
+    name: str, *, p: float = 3.0
+) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """``loss(p, v, delta)`` of bias ``name``; ``p`` is the exponent of ``lp`` (≥ 1)."""
     if name not in BIASES:
         raise ValueError(f"bias must be one of {sorted(BIASES)}; got {name!r}")

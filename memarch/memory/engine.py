@@ -287,16 +287,17 @@ def _chunk_stream(spec, init, state, q, k, v, lr, lm, lk, delta, reset, valid):
 def _batched(stream_fn, spec, init, state, q, k, v, gates, reset, valid):
     """Runs ``stream_fn`` over rows (axis 0) and heads (axis 2 of the inputs)."""
     bsz, t, h, _ = q.shape
-    f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
+    dtype = jnp.promote_types(q.dtype, jnp.float32)  # f32 state for bf16 inputs; f64 kept
+    f32 = lambda x: x.astype(dtype)  # noqa: E731
     lr = jnp.where(valid[..., None], f32(gates.lr), 0.0)
-    zeros = jnp.zeros((bsz, t, h), jnp.float32)
+    zeros = jnp.zeros((bsz, t, h), dtype)
     lm = zeros if gates.log_momentum is None else f32(gates.log_momentum)
     lm = jnp.where(valid[..., None], lm, 0.0)
     lk = zeros if gates.log_keep is None else f32(gates.log_keep)
     if lk.ndim == 3:
         lk = lk[..., None]
     lk = jnp.where(valid[..., None, None], lk, 0.0)
-    delta = jnp.ones((bsz, t, h), jnp.float32) if gates.delta is None else f32(gates.delta)
+    delta = jnp.ones((bsz, t, h), dtype) if gates.delta is None else f32(gates.delta)
     pos_b = state.pos
 
     def per_head(init_h, mem, mom, anc, q, k, v, lr, lm, lk, d, pos, reset, valid):
@@ -359,8 +360,9 @@ def memory_forward(
         raise ValueError(f"impl must be one of ['auto', 'chunk', 'scan']; got {impl!r}")
     bsz, t, h, dk = q.shape
     if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"k must match q {q.shape} and v must be [B, T, H, V]; got {k.shape}, "
-                         f"{v.shape}")
+        raise ValueError(
+            f"k must match q {q.shape} and v must be [B, T, H, V]; got {k.shape}, {v.shape}"
+        )
     packed = segment_ids is not None or valid is not None
     if impl == "chunk" and packed and spec.chunk_size > 1:
         raise ValueError(

@@ -100,9 +100,7 @@ class MemoryCache:
 class NeuralMemory(nnx.Module):
     """A neural-memory layer; every choice comes from the config (see the module docstring)."""
 
-    def __init__(
-        self, config: NeuralMemoryConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs
-    ):
+    def __init__(self, config: NeuralMemoryConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs):
         if config.head_dim is None and d_model % num_heads:
             raise ValueError(
                 f"d_model ({d_model}) must be divisible by num_heads ({num_heads}), or set head_dim"
@@ -114,7 +112,9 @@ class NeuralMemory(nnx.Module):
         self.spec = make_spec(config)
         h = num_heads
         self.qkv_proj = nnx.Linear(d_model, 3 * h * d, use_bias=False, rngs=rngs)
-        self.conv = ShortConv(3 * h * d, config.short_conv, rngs=rngs) if config.short_conv else None
+        self.conv = (
+            ShortConv(3 * h * d, config.short_conv, rngs=rngs) if config.short_conv else None
+        )
         self.gates = MemoryGates(config, d_model=d_model, num_heads=h, dv=d, rngs=rngs)
         keys = jax.random.split(rngs.params(), h)
         init = jax.vmap(lambda k: self.spec.structure.init(k, d, d))(keys)  # leaves [H, ...]
