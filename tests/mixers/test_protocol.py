@@ -14,6 +14,8 @@ D_MODEL, HEADS = 32, 2
 OPTIONS = {
     "swa": {"window": 5},
     "attention": {"short_conv": 3},
+    "titans_mag": {"window": 5, "persistent_tokens": 2},
+    "titans_mal": {"window": 5, "persistent_tokens": 2},
 }
 RECURRENT_OPTIONS = {"chunk_size": 16}
 
