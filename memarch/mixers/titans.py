@@ -118,7 +118,9 @@ class NeuralMemory(nnx.Module):
         self.gates = MemoryGates(config, d_model=d_model, num_heads=h, dv=d, rngs=rngs)
         keys = jax.random.split(rngs.params(), h)
         init = jax.vmap(lambda k: self.spec.structure.init(k, d, d))(keys)  # leaves [H, ...]
-        self.memory_init = nnx.Dict({n: nnx.Param(x) for n, x in init.items()})
+        self.memory_names = tuple(sorted(init))
+        for n in self.memory_names:  # one Param per weight of the memory, leaves [H, ...]
+            setattr(self, f"memory_init_{n}", nnx.Param(init[n]))
         if config.output_gate:
             self.g_proj = nnx.Linear(d_model, h * d, use_bias=False, rngs=rngs)
             self.o_norm = GatedRMSNorm(d, rngs=rngs)
@@ -128,7 +130,7 @@ class NeuralMemory(nnx.Module):
 
     def initial_memory(self) -> dict[str, jax.Array]:
         """The learned per-head initial memory, leaves ``[H, ...]``."""
-        return {n: p[...] for n, p in self.memory_init.items()}
+        return {n: getattr(self, f"memory_init_{n}")[...] for n in self.memory_names}
 
     def init_cache(self, batch_size: int, max_len: int, dtype: Any = jnp.float32) -> MemoryCache:
         del max_len  # constant-size state
