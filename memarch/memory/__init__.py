@@ -16,6 +16,7 @@ from memarch.memory.engine import (
     initial_state,
     make_spec,
     memory_forward,
+    memory_read,
 )
 from memarch.memory.gates import MemoryGates
 from memarch.memory.retention import RETENTIONS, make_retention
@@ -38,4 +39,5 @@ __all__ = [
     "make_spec",
     "make_structure",
     "memory_forward",
+    "memory_read",
 ]

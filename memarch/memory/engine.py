@@ -389,3 +389,18 @@ def memory_forward(
             lambda: _batched(_scan_stream, *args),
         )
     return y.astype(q.dtype), st
+
+
+def memory_read(spec: MemorySpec, memory: Any, q: jax.Array) -> jax.Array:
+    """Reads a fixed memory without writing: ``y[b, t, h] = M(P(A[b, h]); q[b, t, h])``.
+
+    ``memory`` leaves ``[B, H, ...]``; ``q [B, T, H, K]`` → ``[B, T, H, V]`` (q's dtype).
+    """
+
+    def per_head(a, qs):  # a: one memory; qs [T, K]
+        w = spec.retention.project(a)
+        return jax.vmap(lambda qt: spec.structure.apply(w, qt))(qs)
+
+    dtype = jnp.promote_types(q.dtype, jnp.float32)
+    run = jax.vmap(jax.vmap(per_head, in_axes=(0, 1), out_axes=1), in_axes=(0, 0))
+    return run(memory, q.astype(dtype)).astype(q.dtype)

@@ -12,6 +12,7 @@ from memarch.mixers import linear_attention as _linear_attention  # noqa: F401
 from memarch.mixers import mom as _mom  # noqa: F401  (Mixture-of-Memories)
 from memarch.mixers import titans as _titans  # noqa: F401  (titans_lmm, moneta, yaad, memora, …)
 from memarch.mixers import titans_hybrid as _titans_hybrid  # noqa: F401  (titans_mag, titans_mal)
+from memarch.mixers import titans_mac as _titans_mac  # noqa: F401
 from memarch.mixers._registry import available, build, config_class, letters, register
 from memarch.mixers.protocol import Mixer
 

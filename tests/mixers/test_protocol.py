@@ -16,6 +16,7 @@ OPTIONS = {
     "attention": {"short_conv": 3},
     "titans_mag": {"window": 5, "persistent_tokens": 2},
     "titans_mal": {"window": 5, "persistent_tokens": 2},
+    "titans_mac": {"segment_size": 16, "persistent_tokens": 2},
 }
 RECURRENT_OPTIONS = {"chunk_size": 16}
 
