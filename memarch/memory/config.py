@@ -47,6 +47,7 @@ class MemoryConfig:
     forget_init: float = 0.01  # initial forget rate α (retention γ = 1 − α)
     delta_init: float = 1.0  # initial Huber threshold δ
     learn_delta: bool = True  # δ from a projection (Yaad) instead of the fixed delta_init
+    max_grad_norm: float | None = None  # soft-clamp each token's gradient norm (None = off)
     remat: bool = True  # rematerialise each chunk in the backward pass (store only chunk ends)
     impl: str = "auto"  # auto | chunk (parallel within chunks) | scan (token by token)
 
@@ -100,6 +101,8 @@ class MemoryConfig:
             )
         if not 0 < self.forget_init < 1:
             raise ValueError(f"forget_init must be in (0, 1); got {self.forget_init}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None; got {self.max_grad_norm}")
         if not self.delta_init > 0:
             raise ValueError(f"delta_init must be > 0; got {self.delta_init}")
         if self.channelwise_forget and self.structure != "linear":

@@ -4,6 +4,7 @@ Per stream (one batch row, one head), token t writes then reads (read after the 
 
     u_t = ∇_W ℓ(P(A_a(t)); k_t, v_t, δ_t)       gradient at the anchor memory A_a(t)
     S_t = η_t S_{t−1} − θ_t u_t                  (rule gd: η = 0, S not stored)
+                                                 (u soft-clamped to max_grad_norm if set)
     A_t = γ_t ⊙ A_{t−1} + S_t                    γ_t = exp(log_keep_t)
     y_t = M(P(A_t); q_t)
 
@@ -62,6 +63,7 @@ class MemorySpec:
     chunk_size: int
     remat: bool = True
     uses_delta: bool = False
+    max_grad_norm: float | None = None
 
     @property
     def dual(self) -> bool:
@@ -88,6 +90,7 @@ def make_spec(config: MemoryConfig) -> MemorySpec:
         chunk_size=config.chunk_size,
         remat=config.remat,
         uses_delta=config.bias in USES_DELTA,
+        max_grad_norm=config.max_grad_norm,
     )
 
 
@@ -159,13 +162,29 @@ def _linear_scan(a: jax.Array, x: Any, h0: Any) -> Any:
     return jax.tree.map(one, x, h0)
 
 
+def _softclamp_factor(norm: jax.Array, c: float | None) -> jax.Array:
+    """``c·tanh(‖u‖/c)/‖u‖``: scales a gradient of norm ``‖u‖`` to a norm below ``c``."""
+    if c is None:
+        return jnp.ones_like(norm)
+    safe = jnp.maximum(norm, 1e-12)
+    return c * jnp.tanh(safe / c) / safe
+
+
 def _grad_at(spec: MemorySpec) -> Callable:
-    """``u(W, k, v, δ) = ∇_W ℓ(M(W; k), v, δ)``."""
+    """``u(W, k, v, δ) = ∇_W ℓ(M(W; k), v, δ)``, soft-clamped to ``spec.max_grad_norm``."""
 
     def loss(w, k, v, d):
         return spec.loss(spec.structure.apply(w, k), v, d)
 
-    return jax.grad(loss)
+    def grad(w, k, v, d):
+        u = jax.grad(loss)(w, k, v, d)
+        if spec.max_grad_norm is None:
+            return u
+        norm = jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(u)))
+        f = _softclamp_factor(norm, spec.max_grad_norm)
+        return jax.tree.map(lambda x: f * x, u)
+
+    return grad
 
 
 # --- the forms for one stream ---------------------------------------------------------------
@@ -224,6 +243,9 @@ def _chunk_dual(spec, a0, s0, q, k, v, lr, lm, lk, delta, valid):
     b = q.shape[0]
     pred = k @ w0.T  # [b, V]
     e = jax.vmap(jax.grad(spec.loss))(pred, v, delta)  # ∂ℓ/∂p at the anchor, [b, V]
+    if spec.max_grad_norm is not None:  # ‖e kᵀ‖_F = ‖e‖ ‖k‖
+        norm = jnp.linalg.norm(e, axis=-1) * jnp.linalg.norm(k, axis=-1)
+        e = e * _softclamp_factor(norm, spec.max_grad_norm)[:, None]
     causal = jnp.tril(jnp.ones((b, b), bool))  # [t, k]: k ≤ t
     lrho = jnp.cumsum(lk, axis=0)  # [b, C]
     diff = lrho[:, None, :] - lrho[None, :, :]  # [t, k, C]

@@ -48,4 +48,6 @@ CONFIGS = {
     "yaad": MemoryConfig(structure="mlp", expansion=2.0, bias="huber_norm", rule="gd"),
     "memora": MemoryConfig(structure="mlp", expansion=2.0, retention="kl_softmax", rule="gd"),
     "linear_lp_elastic_momentum": MemoryConfig(bias="lp", retention="elastic_net"),
+    "linear_clamped": MemoryConfig(max_grad_norm=0.3),
+    "mlp_clamped": MemoryConfig(structure="mlp", expansion=1.0, max_grad_norm=0.3),
 }

@@ -29,6 +29,7 @@ from memarch.memory.engine import WriteGates
         ({"momentum_init": 0.95, "momentum_max": 0.9}, "momentum_init"),
         ({"forget_init": 1.0}, "forget_init"),
         ({"depth": 0}, "depth"),
+        ({"max_grad_norm": 0.0}, "max_grad_norm"),
         ({"structure": "mlp", "channelwise_forget": True}, "channelwise_forget"),
     ],
 )

@@ -32,6 +32,10 @@ def _loop_stream(spec, a, q, k, v, lr, eta, keep, delta):
         if i % spec.chunk_size == 0:
             anchor = a
         u = grad(spec.retention.project(anchor), k[i], v[i], delta[i])
+        if spec.max_grad_norm is not None:  # soft clamp: c·tanh(‖u‖/c)·u/‖u‖
+            norm = np.sqrt(sum(float(jnp.sum(x * x)) for x in jax.tree.leaves(u)))
+            f = spec.max_grad_norm * np.tanh(norm / spec.max_grad_norm) / norm
+            u = jax.tree.map(lambda x, f=f: f * x, u)
         s = jax.tree.map(lambda s_, g, i=i: eta[i] * s_ - lr[i] * g, s, u)
         keep_i = keep[i][:, None] if keep.shape[1] > 1 else keep[i][0]
         a = jax.tree.map(lambda a_, s_, c=keep_i: c * a_ + s_, a, s)
@@ -84,6 +88,7 @@ def test_chunk_size_one_equals_online(name):
         ("mlp_l2_decay_momentum", 4),
         ("moneta", 3),
         ("memora", 16),  # one chunk longer than the sequence
+        ("linear_clamped", 4),  # soft-clamped gradient norms (dual form)
     ],
 )
 def test_chunked_equals_per_token_loop_with_chunk_anchored_gradients(name, chunk):
