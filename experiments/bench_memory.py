@@ -115,7 +115,8 @@ def main() -> None:
         print(speed[-1], flush=True)
     text = (
         f"# Memory engine benchmark ({jax.default_backend()}), B={a.B}, H={a.H}\n\n"
-        f"## Peak memory of value_and_grad, T={a.T}, head dim {a.D}\n\n" + "\n".join(rows)
+        f"## Peak memory of value_and_grad, T={a.T}, head dim {a.D}\n\n"
+        + "\n".join(rows)
         + f"\n\n## Forward+backward speed, T={a.speed_T}, head dim {a.speed_D}\n\n"
         + "\n".join(speed)
         + "\n"
