@@ -12,6 +12,7 @@ ENTRY_POINTS = [
     "memarch.models",
     "memarch.mixers",
     "memarch.ops",
+    "memarch.memory",
     "memarch.layers",
     "memarch.kvcache",
     "memarch.cli",

@@ -11,6 +11,9 @@ from memarch.mixers import gla as _gla  # noqa: F401
 from memarch.mixers import hgrn2 as _hgrn2  # noqa: F401
 from memarch.mixers import linear_attention as _linear_attention  # noqa: F401
 from memarch.mixers import mom as _mom  # noqa: F401  (Mixture-of-Memories)
+from memarch.mixers import titans as _titans  # noqa: F401  (titans_lmm, moneta, yaad, memora, …)
+from memarch.mixers import titans_hybrid as _titans_hybrid  # noqa: F401  (titans_mag, titans_mal)
+from memarch.mixers import titans_mac as _titans_mac  # noqa: F401
 from memarch.mixers import trimkv as _trimkv  # noqa: F401  (TRIM-KV retention gates)
 from memarch.mixers._registry import available, build, config_class, letters, register
 from memarch.mixers.protocol import Mixer

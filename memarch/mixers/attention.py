@@ -158,6 +158,11 @@ class Attention(nnx.Module):
             k = apply_rope(k, positions, base=self.config.rope_base)
         return q, k, v, conv_cache
 
+    def _attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+        """The attention itself (:func:`attend`); subclasses may add keys (e.g. persistent
+        memory tokens) here. Shapes as in :func:`attend`."""
+        return attend(q, k, v, mask)
+
     def _visible(self, q_pos: jax.Array, k_pos: jax.Array) -> jax.Array:
         """``[..., T, S]`` bool: key at k_pos is visible to the query at q_pos."""
         qp, kp = q_pos[..., :, None], k_pos[..., None, :]
@@ -181,7 +186,7 @@ class Attention(nnx.Module):
                 idx = jnp.arange(t)
                 mask = same & self._visible(idx, idx)[None]
             q, k, v, _ = self._project(x, positions, segment_ids=segment_ids)
-            o = attend(q, k, v, mask)
+            o = self._attend(q, k, v, mask)
             new_cache = None
         else:
             q_pos = cache.length + jnp.arange(t, dtype=jnp.int32)
@@ -205,7 +210,7 @@ class Attention(nnx.Module):
                     keys[:, -s:], values[:, -s:], k_pos[-s:], cache.length + t, conv
                 )
             mask = jnp.broadcast_to(self._visible(q_pos, k_pos), (b, t, k_pos.shape[0]))
-            o = attend(q.astype(keys.dtype), keys, values, mask).astype(x.dtype)
+            o = self._attend(q.astype(keys.dtype), keys, values, mask).astype(x.dtype)
         y = self.o_proj(o.reshape(b, t, self.num_heads * self.head_dim))
         return y, new_cache
 

@@ -16,6 +16,9 @@ OPTIONS = {
     "attention": {"short_conv": 3},
     "fox": {"rope": True, "num_kv_heads": 1, "forget_tau": (2.0, 20.0)},
     "trimkv": {"gate_bias": 1.0, "gate_hidden": 16, "window": 9},
+    "titans_mag": {"window": 5, "persistent_tokens": 2},
+    "titans_mal": {"window": 5, "persistent_tokens": 2},
+    "titans_mac": {"segment_size": 16, "persistent_tokens": 2},
 }
 RECURRENT_OPTIONS = {"chunk_size": 16}
 

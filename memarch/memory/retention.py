@@ -1,0 +1,88 @@
+"""Retention gates: how the memory forgets.
+
+Every gate in memarch keeps an *accumulator* ``A`` (a pytree like the memory's weights) that
+follows a linear recurrence, and reads the memory through a projection ``W = P(A)``::
+
+    S_t = η_t S_{t−1} − θ_t ∇_W ℓ(P(A_anchor); k_t, v_t)      (the learning rule, rules.py)
+    A_t = γ_t ⊙ A_{t−1} + S_t                                  (γ_t = 1 − α_t: the decay gate)
+    W_t = P(A_t)                                               (this module)
+
+so every gate gets the chunked parallel form (the recurrences are linear in A, S) and the exact
+online form for free. Registered gates (:func:`make_retention`):
+
+- ``none``:        no decay (γ = 1), ``P = id``                 (linear attention / DeltaNet / TTT)
+- ``decay``:       decay gate γ (scalar, or per value channel), ``P = id`` (GLA, GDN, Titans)
+- ``lq``:          decay and ``P(A) = A / ‖A‖_q^{q−2}`` per weight matrix       (Moneta)
+- ``kl_softmax``:  decay and ``P(A) = c · softmax(A)`` over each weight row: mirror descent
+  on the scaled simplex with KL retention; ``A`` holds the logits (Memora)
+- ``elastic_net``: decay and ``P(A) = S_γ(A)``, a smooth soft threshold
+  ``|A|·arctan(A/γ)·2/π`` (regularised dual averaging with an ℓ1 + ℓ2 penalty)
+
+For ``kl_softmax``, ``softmax(α log W_{t−1} − η∇) = softmax(α A_{t−1} − η∇)`` because softmax
+ignores the per-row constant ``log Z``: the Memora update is exactly this linear recurrence on
+the logits. To add a gate, write its projection and add it to :data:`RETENTIONS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """``project(A) -> W`` (a pytree map) and whether the decay gate γ is used."""
+
+    name: str
+    project: Callable[[Any], Any]
+    decays: bool
+    identity: bool = False  # P = id (the engine may then use the dual form)
+
+
+def _lq_normalise(a: jax.Array, q: float) -> jax.Array:
+    norm_q = jnp.sum(jnp.abs(a) ** q) + 1e-6  # ‖A‖_q^q, smoothed so that A = 0 maps to 0
+    return a * norm_q ** (-(q - 2.0) / q)
+
+
+def _softmax_rows(a: jax.Array, c: float) -> jax.Array:
+    return c * jax.nn.softmax(a, axis=-1)
+
+
+def _soft_threshold(a: jax.Array, gamma: float) -> jax.Array:
+    return jnp.abs(a) * jnp.arctan(a / gamma) * (2.0 / jnp.pi)
+
+
+def make_retention(name: str, *, q: float = 4.0, scale: float = 1.0, threshold: float = 1e-3):
+    """The retention gate ``name``. ``q``: the lq exponent (> 1); ``scale``: the simplex scale
+    c of kl_softmax (> 0); ``threshold``: the elastic-net soft threshold γ (> 0)."""
+    if name not in RETENTIONS:
+        raise ValueError(f"retention must be one of {sorted(RETENTIONS)}; got {name!r}")
+    if name == "lq" and not q > 1.0:
+        raise ValueError(f"q (the lq retention exponent) must be > 1; got {q}")
+    if name == "kl_softmax" and not scale > 0:
+        raise ValueError(f"simplex_scale (kl_softmax) must be > 0; got {scale}")
+    if name == "elastic_net" and not threshold > 0:
+        raise ValueError(f"threshold (elastic_net) must be > 0; got {threshold}")
+    maps = {
+        "none": None,
+        "decay": None,
+        "lq": lambda a: _lq_normalise(a, q),
+        "kl_softmax": lambda a: _softmax_rows(a, scale),
+        "elastic_net": lambda a: _soft_threshold(a, threshold),
+    }
+    leaf_map = maps[name]
+    project = (lambda t: t) if leaf_map is None else (lambda t: jax.tree.map(leaf_map, t))
+    return Retention(name, project, decays=RETENTIONS[name], identity=leaf_map is None)
+
+
+RETENTIONS: dict[str, bool] = {  # name -> uses the decay gate
+    "none": False,
+    "decay": True,
+    "lq": True,
+    "kl_softmax": True,
+    "elastic_net": True,
+}

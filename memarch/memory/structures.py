@@ -1,0 +1,110 @@
+"""Memory structures: what the memory *is* (its fast weights) and how it maps a key to a value.
+
+A structure is a pair of pure functions over one memory stream (one batch row, one head):
+
+- ``init(key, dk, dv) -> params``: a pytree of fast weights (the memory's initial value; the
+  mixer learns one per head);
+- ``apply(params, x [dk]) -> [dv]``: the memory read ``M(x)``.
+
+Registered structures (:func:`make_structure` by name):
+
+- ``linear``: ``M(x) = W x`` with ``W [dv, dk]`` (the linear-attention family's matrix memory).
+- ``mlp``: Titans' deep memory. Depth L ≥ 1, hidden width ``expansion · dk``, activation σ::
+
+      h_0 = x;  h_i = σ(W_i h_{i-1}) (i < L);  m = W_L h_{L-1}
+      M(x) = x + LN(m)      (residual + parameter-free LayerNorm, needs dk == dv)
+      M(x) = m              (residual=False)
+
+  Depth 1 is a residual linear memory; Titans' default is depth 2, expansion 4, GELU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """A memory structure: ``init(key, dk, dv) -> params``; ``apply(params, x[dk]) -> [dv]``.
+
+    ``linear`` is True for the matrix memory (the engine then uses the dual form).
+    """
+
+    name: str
+    init: Callable[[jax.Array, int, int], Any]
+    apply: Callable[[Any, jax.Array], jax.Array]
+    linear: bool = False
+
+
+def _layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+    mu = jnp.mean(x, -1, keepdims=True)
+    xc = x - mu
+    return xc * jax.lax.rsqrt(jnp.mean(xc * xc, -1, keepdims=True) + eps)
+
+
+def linear_structure() -> Structure:
+    """``M(x) = W x``; W initialised to zero (an empty memory)."""
+
+    def init(key, dk, dv):
+        del key
+        return {"W": jnp.zeros((dv, dk), jnp.float32)}
+
+    def apply(params, x):
+        return params["W"] @ x
+
+    return Structure("linear", init, apply, linear=True)
+
+
+def mlp_structure(
+    depth: int = 2, expansion: float = 4.0, activation: str = "gelu", residual: bool = True
+) -> Structure:
+    """Titans' MLP memory (see the module docstring); weights ``W_i [out, in]``, He-scaled."""
+    act = ACTIVATIONS[activation]
+
+    def init(key, dk, dv):
+        if residual and dk != dv:
+            raise ValueError(f"a residual MLP memory needs key width == value width; {dk} != {dv}")
+        hidden = max(1, int(round(expansion * dk)))
+        dims = [dk] + [hidden] * (depth - 1) + [dv]
+        keys = jax.random.split(key, depth)
+        return {
+            f"W{i}": jax.random.normal(keys[i], (dims[i + 1], dims[i]), jnp.float32)
+            * dims[i] ** -0.5
+            for i in range(depth)
+        }
+
+    def apply(params, x):
+        h = x
+        for i in range(depth - 1):
+            h = act(params[f"W{i}"] @ h)
+        m = params[f"W{depth - 1}"] @ h
+        return x + _layer_norm(m) if residual else m
+
+    return Structure("mlp", init, apply)
+
+
+STRUCTURES: dict[str, Callable[..., Structure]] = {
+    "linear": linear_structure,
+    "mlp": mlp_structure,
+}
+
+
+def make_structure(name: str, **options: Any) -> Structure:
+    """The structure called ``name`` (``linear`` | ``mlp``); ``options`` go to its factory."""
+    if name not in STRUCTURES:
+        raise ValueError(f"structure must be one of {sorted(STRUCTURES)}; got {name!r}")
+    if name == "linear":
+        return linear_structure()
+    return STRUCTURES[name](**options)
