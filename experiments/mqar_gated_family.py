@@ -39,6 +39,7 @@ def main() -> None:
     )
     p.add_argument("--steps", type=int, default=None, help="override num_steps")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results"))
+    p.add_argument("--name", default="mqar_gated_family", help="stem of the .md/.png written")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     base = apply_overrides(load_config(ROOT / "configs" / "mqar_gated_family.py"), a.overrides)
@@ -74,16 +75,18 @@ def main() -> None:
     summary = "\n".join(f"- {n}: {means[n]:.3f} ± {stds[n]:.3f}" for n, _ in ORDER)
     opts = base.model.mixer_options["deltanet"]
     state = base.model.num_heads * opts["head_dim"] ** 2 * opts.get("expand_v", 1.0)
+    frac = base.data.overwrite_fraction
+    task = f"forgetting MQAR ({frac:g} of the keys re-assigned)" if frac else "MQAR"
     text = (
-        f"# MQAR, equal state ({state:g} floats per layer, 2 layers), seeds {a.seeds}, "
+        f"# {task}, equal state ({state:g} floats per layer, 2 layers), seeds {a.seeds}, "
         f"{base.num_steps} steps, lr grid {a.lrs or [base.optim.learning_rate]}\n\n{table}\n\n"
         f"Mean accuracy over slices (mean ± std over seeds):\n{summary}\n\n"
         f"Literature ordering GDN ≥ DeltaNet ≥ GLA ≥ linear attention: strictly "
         f"{'reproduced' if strict else 'NOT reproduced'}; within seed noise "
         f"{'reproduced' if noisy else 'NOT reproduced'}\n"
     )
-    (out / "mqar_gated_family.md").write_text(text)
-    plot_accuracy(results, str(out / "mqar_gated_family.png"), title="MQAR at equal state size")
+    (out / f"{a.name}.md").write_text(text)
+    plot_accuracy(results, str(out / f"{a.name}.png"), title=f"{task} at equal state size")
     print("\n" + text)
 
 

@@ -15,6 +15,9 @@ class DataConfig:
     num_eval_examples: int = 256  # test examples per slice
     power_a: float = 0.01  # MQAR query placement exponent (small = queries near the context)
     num_passes: int = 1  # times the key-value context is repeated (JRT-style)
+    # forgetting MQAR: this fraction of each slice's pairs is re-assigned a new value after the
+    # context (R = round(fraction·N) keys; the label is the latest value); 0 = plain MQAR
+    overwrite_fraction: float = 0.0
     seed: int = 0  # training data seed
     eval_seed: int = 12345  # test data seed (different from training)
     text_file: str = ""  # task text: a UTF-8 file, built once into a TFDS ArrayRecord dataset

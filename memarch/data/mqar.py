@@ -26,6 +26,14 @@ With vocabulary ``V``, length ``L``, ``N`` pairs and ``P`` passes:
   drawn uniformly from ``[0, V)``, as Zoology does (on by default in Zoology's code, off in its
   Figure 2 and off here). Such a filler may equal a key or a value; it carries no label.
 
+**Forgetting MQAR** (``num_overwrites = R > 0``; Zoology's "forgetting MQAR" variant): after
+the (tiled) context, ``R`` of the ``N`` keys, drawn without replacement in random order, are
+re-assigned a fresh value (distinct from the ``N`` first values and from each other) as ``R``
+more pairs ``k v'``; the context is then ``2NP + 2R`` tokens long and the label of a re-assigned
+key's query is its **latest** value ``v'``. A memory that only adds (linear attention) holds both
+values of a re-assigned key; one that overwrites (the delta rule) or forgets (a decay gate) can
+answer with the latest.
+
 Worked example (``V=12, L=16, N=2, P=1``; keys ``(2, 4)``, values ``(8, 7)``, gaps ``(4, 1)``,
 so ``q = (4 + 8, 4 + 2) = (12, 6)``)::
 
@@ -63,11 +71,12 @@ class MQARConfig:
     power_a: float = 0.01  # query slot i drawn from p(i) ∝ a·i^(a−1); a = 1 is uniform
     num_passes: int = 1  # P: the context k1 v1 … kN vN is tiled P times (JRT)
     random_non_queries: bool = False  # random tokens instead of 0 in the query region
+    num_overwrites: int = 0  # R keys re-assigned a new value after the context (label: latest)
 
     @property
     def context_len(self) -> int:
-        """Length ``2·N·P`` of the (tiled) context."""
-        return 2 * self.num_pairs * self.num_passes
+        """Length ``2·N·P + 2·R`` of the (tiled) context and its re-assignments."""
+        return 2 * self.num_pairs * self.num_passes + 2 * self.num_overwrites
 
     @property
     def num_slots(self) -> int:
@@ -76,7 +85,7 @@ class MQARConfig:
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the offending field and the accepted values."""
-        for name in ("vocab_size", "seq_len", "num_pairs", "num_passes"):
+        for name in ("vocab_size", "seq_len", "num_pairs", "num_passes", "num_overwrites"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral):
                 raise ValueError(f"{name} must be an int; got {value!r}")
@@ -86,17 +95,23 @@ class MQARConfig:
             raise ValueError(f"num_passes must be >= 1; got {self.num_passes}")
         if self.seq_len <= 0 or self.seq_len % 2:
             raise ValueError(f"seq_len must be a positive even int; got {self.seq_len}")
-        v, n = self.vocab_size, self.num_pairs
-        if v // 2 - 1 < n or v - v // 2 < n:
+        if not 0 <= self.num_overwrites <= self.num_pairs:
             raise ValueError(
-                f"vocab_size must leave >= num_pairs={n} keys in [1, V//2) and values in "
-                f"[V//2, V), i.e. vocab_size >= {2 * n + 2}; got {v}"
+                f"num_overwrites must be in [0, num_pairs={self.num_pairs}]; "
+                f"got {self.num_overwrites}"
+            )
+        v, n, r = self.vocab_size, self.num_pairs, self.num_overwrites
+        if v // 2 - 1 < n or v - v // 2 < n + r:
+            raise ValueError(
+                f"vocab_size must leave >= num_pairs={n} keys in [1, V//2) and "
+                f"num_pairs + num_overwrites = {n + r} values in [V//2, V), i.e. "
+                f"vocab_size >= {2 * (n + r) + 2}; got {v}"
             )
         need = self.context_len + 2 * n
         if self.seq_len < need:
             raise ValueError(
-                f"seq_len must be >= 2·num_pairs·num_passes + 2·num_pairs = {need} "
-                f"(context plus one slot per query); got {self.seq_len}"
+                f"seq_len must be >= 2·num_pairs·num_passes + 2·num_overwrites + 2·num_pairs "
+                f"= {need} (context, re-assignments, one slot per query); got {self.seq_len}"
             )
         a = self.power_a
         if isinstance(a, bool) or not isinstance(a, Real) or not (math.isfinite(a) and a > 0):
@@ -132,19 +147,27 @@ def _example(config: MQARConfig, seed: int, index: int) -> tuple[np.ndarray, np.
     v, n, ctx = config.vocab_size, config.num_pairs, config.context_len
     half = v // 2
     rng = np.random.default_rng([seed, index])
+    r = config.num_overwrites
     keys = 1 + rng.choice(half - 1, size=n, replace=False)
-    values = half + rng.choice(v - half, size=n, replace=False)
+    all_values = half + rng.choice(v - half, size=n + r, replace=False)
+    values = all_values[:n]
     probs = _slot_probs(config.num_slots, config.power_a)
     gaps = rng.choice(config.num_slots, size=n, replace=False, p=probs)
 
     block = np.empty(2 * n, dtype=np.int32)
     block[0::2], block[1::2] = keys, values
     inputs = np.zeros(config.seq_len, dtype=np.int32)
-    inputs[:ctx] = np.tile(block, config.num_passes)
+    first = 2 * n * config.num_passes
+    inputs[:first] = np.tile(block, config.num_passes)
+    latest = values.copy()
+    if r:  # R keys re-assigned fresh values, in random order, after the context
+        which = rng.choice(n, size=r, replace=False)
+        inputs[first:ctx:2], inputs[first + 1 : ctx : 2] = keys[which], all_values[n:]
+        latest[which] = all_values[n:]
     query_pos = ctx + 2 * gaps
     inputs[query_pos] = keys
     targets = np.full(config.seq_len, IGNORE_INDEX, dtype=np.int32)
-    targets[query_pos] = values
+    targets[query_pos] = latest
 
     if config.random_non_queries:
         region = inputs[ctx:]  # a view: edits land in `inputs`

@@ -35,12 +35,17 @@ def _check_task(cfg: DataConfig) -> None:
 
 def mqar_config(cfg: DataConfig, seq_len: int, num_pairs: int) -> MQARConfig:
     """The MQAR slice ``(seq_len, num_pairs)`` with the data config's shared fields."""
+    if not 0.0 <= cfg.overwrite_fraction <= 1.0:
+        raise ValueError(
+            f"data.overwrite_fraction must be in [0, 1]; got {cfg.overwrite_fraction!r}"
+        )
     mq = MQARConfig(
         vocab_size=cfg.vocab_size,
         seq_len=seq_len,
         num_pairs=num_pairs,
         power_a=cfg.power_a,
         num_passes=cfg.num_passes,
+        num_overwrites=round(cfg.overwrite_fraction * num_pairs),
     )
     mq.validate()
     return mq

@@ -22,31 +22,39 @@ BASE = MQARConfig(vocab_size=64, seq_len=64, num_pairs=4)
 
 
 def oracle_answers(inputs: np.ndarray, targets: np.ndarray, cfg: MQARConfig) -> dict[int, int]:
-    """Brute force: for each labelled position, every value that follows that key in the context.
+    """Brute force: for each labelled position, the value that last follows that key in the
+    context (latest-value semantics).
 
-    Parses ``inputs`` only (targets give just the positions). Returns ``{pos: answer}`` and
-    asserts each query has exactly one candidate answer.
+    Parses ``inputs`` only (targets give just the positions). Returns ``{pos: answer}``; asserts
+    that a key is assigned at most two distinct values, the second only with overwrites.
     """
     ctx = cfg.context_len
     answers = {}
     for pos in np.flatnonzero(targets != IGNORE_INDEX):
         key = inputs[pos]
-        found = {int(inputs[j + 1]) for j in range(0, ctx, 2) if inputs[j] == key}
-        assert len(found) == 1, f"query at {pos} (key {key}) has answers {found}"
-        answers[int(pos)] = found.pop()
+        found = [int(inputs[j + 1]) for j in range(0, ctx, 2) if inputs[j] == key]
+        assert found, f"query at {pos} (key {key}) has no answer in the context"
+        assert len(set(found)) <= (2 if cfg.num_overwrites else 1), (pos, found)
+        answers[int(pos)] = found[-1]
     return answers
 
 
 def check_example(inputs: np.ndarray, targets: np.ndarray, cfg: MQARConfig) -> None:
     """Every structural property of one unpadded example."""
     v, n, p, ctx = cfg.vocab_size, cfg.num_pairs, cfg.num_passes, cfg.context_len
+    r = cfg.num_overwrites
     assert inputs.shape == targets.shape == (cfg.seq_len,)
     assert inputs.dtype == targets.dtype == np.int32
-    # Context: one 2N block repeated exactly P times.
+    # Context: one 2N block repeated exactly P times, then R re-assignments.
     block = inputs[: 2 * n]
-    np.testing.assert_array_equal(inputs[:ctx], np.tile(block, p))
+    np.testing.assert_array_equal(inputs[: 2 * n * p], np.tile(block, p))
     keys, values = block[0::2], block[1::2]
     assert len(set(keys.tolist())) == n and len(set(values.tolist())) == n
+    re_keys, re_values = inputs[2 * n * p : ctx : 2], inputs[2 * n * p + 1 : ctx : 2]
+    assert len(re_keys) == r and len(set(re_keys.tolist())) == r
+    assert set(re_keys.tolist()) <= set(keys.tolist())  # re-assigned keys are earlier keys
+    assert len(set(re_values.tolist()) | set(values.tolist())) == n + r  # fresh values
+    assert np.all(re_values >= v // 2)
     assert np.all((keys >= 1) & (keys < v // 2))
     assert np.all((values >= v // 2) & (values < v))
     # Labels: exactly N, only in the query region, at even offsets, one per key.
@@ -210,11 +218,13 @@ def test_grain_batch_mixes_slices():
 def configs(draw):
     n = draw(st.integers(1, 8))
     p = draw(st.integers(1, 3))
-    v = draw(st.integers(2 * n + 2, 2 * n + 40))
+    r = draw(st.integers(0, n))
+    v = draw(st.integers(2 * (n + r) + 2, 2 * (n + r) + 40))
     slots = draw(st.integers(n, n + 12))
     return MQARConfig(
         vocab_size=v,
-        seq_len=2 * n * p + 2 * slots,
+        seq_len=2 * n * p + 2 * r + 2 * slots,
+        num_overwrites=r,
         num_pairs=n,
         power_a=draw(st.sampled_from([0.01, 0.3, 1.0, 2.5, 50.0])),
         num_passes=p,
@@ -227,6 +237,22 @@ def configs(draw):
 def test_property_random_configs(cfg, seed, index):
     ex = MQARSource(cfg, seed=seed, num_examples=index + 1)[index]
     check_example(ex["inputs"], ex["targets"], cfg)
+
+
+def test_forgetting_mqar_labels_the_latest_value():
+    cfg = MQARConfig(vocab_size=64, seq_len=64, num_pairs=6, num_overwrites=3)
+    for i in range(10):
+        ex = MQARSource(cfg, seed=1, num_examples=10)[i]
+        check_example(ex["inputs"], ex["targets"], cfg)
+        inputs, targets = ex["inputs"], ex["targets"]
+        first = dict(zip(inputs[0:12:2].tolist(), inputs[1:12:2].tolist(), strict=True))
+        latest = dict(zip(inputs[12:18:2].tolist(), inputs[13:18:2].tolist(), strict=True))
+        for pos in np.flatnonzero(targets != IGNORE_INDEX):
+            key = int(inputs[pos])
+            assert targets[pos] == latest.get(key, first[key])
+        # exactly 3 of the 6 queries are answered by a value that is not the first one
+        stale = [targets[q] != first[int(inputs[q])] for q in np.flatnonzero(targets >= 0)]
+        assert sum(stale) == 3
 
 
 def test_boundary_config_fills_every_slot():
@@ -255,6 +281,10 @@ def test_boundary_config_fills_every_slot():
         ({"power_a": -1.0}, "power_a"),
         ({"power_a": float("nan")}, "power_a"),
         ({"num_passes": 0}, "num_passes"),
+        ({"num_overwrites": 5}, "num_overwrites"),  # more than num_pairs
+        ({"num_overwrites": -1}, "num_overwrites"),
+        ({"num_overwrites": 1, "seq_len": 16}, "seq_len"),  # need 8 + 2 + 8 = 18
+        ({"num_overwrites": 2, "seq_len": 32}, "vocab_size"),  # 5 values < 4 + 2
     ],
 )
 def test_validation_errors(changes, field):

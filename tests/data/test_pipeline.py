@@ -30,3 +30,15 @@ def test_eval_batches_cover_the_slice_once():
 def test_bad_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
         train_dataset(CFG, 0)
+
+
+def test_overwrite_fraction_sets_the_reassigned_keys_per_slice():
+    import dataclasses
+
+    from memarch.data.pipeline import mqar_config
+
+    cfg = dataclasses.replace(CFG, overwrite_fraction=0.5)
+    assert [mqar_config(cfg, n, p).num_overwrites for n, p in cfg.train_slices] == [1, 2]
+    assert train_dataset(cfg, 4)[0]["inputs"].shape == (4, 32)
+    with pytest.raises(ValueError, match="overwrite_fraction"):
+        mqar_config(dataclasses.replace(CFG, overwrite_fraction=1.5), 32, 4)
