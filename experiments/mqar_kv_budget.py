@@ -18,7 +18,10 @@ import time
 from pathlib import Path
 
 from memarch.eval.kv_budget import (
+    GLOBAL_ROW,
     baseline_policies,
+    global_policy,
+    kv_buffers,
     markdown_table,
     plot_recall,
     recall_under_budget,
@@ -59,7 +62,9 @@ def main():
         "(its fixed-budget adaptation here). At 25 % the budget equals the key–value context "
         "(2N = L/4 tokens); at 12.5 % it holds only N tokens, half of the context — enough "
         "only if one token per pair is kept (with the short conv, a value token also carries its "
-        "key). One seed.",
+        'key). The global row ("Make Each Token Count") spends the same memory as one '
+        "budget over every layer and KV head: M · (layers · KV heads) keys ranked by retention "
+        "score across all of them, each head capped at L. One seed.",
         "",
     ]
     cols = [f"{f * 100:g}%" for f in FRACTIONS]
@@ -67,9 +72,10 @@ def main():
     for length, pairs in cfg.data.eval_slices:
         res: dict[str, dict[str, float]] = {}
         for frac, col in zip(FRACTIONS, cols, strict=True):
-            acc = recall_under_budget(
-                model, cfg.data, length, pairs, baseline_policies(int(frac * length))
-            )
+            budget = int(frac * length)
+            pols = baseline_policies(budget)
+            pols[GLOBAL_ROW] = global_policy(budget, length, kv_buffers(model))
+            acc = recall_under_budget(model, cfg.data, length, pairs, pols)
             for name, a in acc.items():
                 res.setdefault(name, {})[col] = a
         res["full cache (no eviction, full forward)"] = {c: full[(length, pairs)] for c in cols}

@@ -22,27 +22,28 @@ import time
 from pathlib import Path
 
 from memarch.eval.kv_budget import (
+    GLOBAL_ROW,
     baseline_policies,
+    global_policy,
+    kv_buffers,
     markdown_table,
     plot_recall,
     recall_by_depth,
     recall_under_budget,
 )
 from memarch.eval.mqar import evaluate_mqar
-from memarch.kvcache import GlobalRetentionEviction
 from memarch.train.config import load_config
 from memarch.train.trainer import train
 
 FRACTIONS = (0.0625, 0.125, 0.25, 0.5, 1.0)
 DEPTHS = (0.0, 25.0, 50.0, 75.0, 100.0)
 FULL = "full cache (no eviction, full forward)"
-GLOBAL = "trimkv global (one budget over layers × KV heads)"
 
 
 def policies(budget: int, seq_len: int, num_buffers: int) -> dict:
     """:func:`baseline_policies` plus the global-budget row of the same total memory."""
     out = baseline_policies(budget)
-    out[GLOBAL] = GlobalRetentionEviction(budget=seq_len, total=budget * num_buffers)
+    out[GLOBAL_ROW] = global_policy(budget, seq_len, num_buffers)
     return out
 
 
@@ -65,7 +66,7 @@ def main():
     train_s = time.perf_counter() - t0
     full = evaluate_mqar(model, cfg.data)
     kv_heads = model.blocks[0].mixer.num_kv_heads
-    buffers = len(model.blocks) * kv_heads
+    buffers = kv_buffers(model)
     cols = [f"{f * 100:g}%" for f in FRACTIONS]
     name = Path(args.out).name
     lines = [

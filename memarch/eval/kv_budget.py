@@ -113,6 +113,20 @@ def baseline_policies(budget: int) -> dict[str, EvictionPolicy]:
     }
 
 
+GLOBAL_ROW = "trimkv global (one budget over layers × KV heads)"
+
+
+def kv_buffers(model: nnx.Module) -> int:
+    """Number of (decay-attention layer, KV head) buffers of ``model``."""
+    return sum(m.num_kv_heads for _, m in nnx.iter_graph(model) if isinstance(m, DecayAttention))
+
+
+def global_policy(budget: int, seq_len: int, num_buffers: int) -> GlobalRetentionEviction:
+    """The global counterpart of ``budget`` keys per (layer, KV head), same total memory:
+    ``total = budget · num_buffers`` shared by every buffer, each capped at ``seq_len``."""
+    return GlobalRetentionEviction(budget=seq_len, total=budget * num_buffers)
+
+
 def recall_under_budget(
     model: nnx.Module,
     cfg: DataConfig,

@@ -13,7 +13,9 @@ from flax import nnx
 from memarch.eval.kv_budget import (
     budgeted_call,
     decode_logits,
+    global_policy,
     global_total,
+    kv_buffers,
     recall_by_depth,
     recall_under_budget,
     with_eviction,
@@ -81,6 +83,8 @@ def test_global_budget_decoding():
     for t0, t1 in ((0, 8), (8, 9), (9, 10)):
         _, cache = budgeted_call(tight, tok[:, t0:t1], cache, 10)
         assert list(map(int, total_kept(cache))) == [10, 10]
+    assert kv_buffers(model) == 4  # 2 layers × 2 KV heads
+    assert global_policy(6, 14, 4) == GlobalRetentionEviction(budget=14, total=24)
 
 
 def test_global_total_needs_one_shared_policy():
