@@ -7,10 +7,14 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    task: str = "mqar"  # mqar (multi-query associative recall) | text (a local text file)
+    task: str = "mqar"  # mqar (associative recall) | needle (in a haystack) | text (a local file)
     vocab_size: int = 256  # task vocabulary (keys from the lower half, values from the upper)
     train_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
     eval_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
+    # task needle: slices are (len, needles); see memarch.data.needle
+    needle_value_len: int = 1  # tokens per needle value (digits of a passkey)
+    needle_depth: float | None = None  # % depth of a single needle; None = drawn per example
+    needle_passkey: bool = False  # passkey style: marker token + value_len digits
     num_train_examples: int = 20_000  # distinct training examples per slice
     num_eval_examples: int = 256  # test examples per slice
     power_a: float = 0.01  # MQAR query placement exponent (small = queries near the context)

@@ -11,8 +11,9 @@ import numpy as np
 
 from memarch.data.config import DataConfig
 from memarch.data.mqar import MQARConfig, MQARSource
+from memarch.data.needle import NeedleConfig, NeedleSource
 
-TASKS = ("mqar", "text")
+TASKS = ("mqar", "needle", "text")
 
 
 def _check_task(cfg: DataConfig) -> None:
@@ -51,6 +52,51 @@ def mqar_config(cfg: DataConfig, seq_len: int, num_pairs: int) -> MQARConfig:
     return mq
 
 
+def needle_config(cfg: DataConfig, seq_len: int, num_needles: int) -> NeedleConfig:
+    """The needle slice ``(seq_len, num_needles)`` with the data config's shared fields."""
+    nc = NeedleConfig(
+        vocab_size=cfg.vocab_size,
+        seq_len=seq_len,
+        num_needles=num_needles,
+        value_len=cfg.needle_value_len,
+        depth=cfg.needle_depth,
+        passkey=cfg.needle_passkey,
+    )
+    nc.validate()
+    return nc
+
+
+def slice_source(
+    cfg: DataConfig,
+    seq_len: int,
+    n: int,
+    *,
+    seed: int,
+    num_examples: int,
+    pad_to: int | None = None,
+) -> MQARSource | NeedleSource:
+    """The random-access source of one slice ``(seq_len, n)`` of task ``mqar`` (n pairs) or
+    ``needle`` (n needles)."""
+    _check_task(cfg)
+    if cfg.task == "needle":
+        return NeedleSource(
+            needle_config(cfg, seq_len, n), seed=seed, num_examples=num_examples, pad_to=pad_to
+        )
+    if cfg.task != "mqar":
+        raise ValueError(f"data.task {cfg.task!r} has no (seq_len, n) slices")
+    return MQARSource(
+        mqar_config(cfg, seq_len, n), seed=seed, num_examples=num_examples, pad_to=pad_to
+    )
+
+
+def prompt_len(cfg: DataConfig, seq_len: int, n: int) -> int:
+    """Tokens before the first query of a slice: the key–value context ``2·N·P`` (mqar) or
+    the haystack ``L − N·m`` (needle). Budgeted evaluation prefills exactly these."""
+    if cfg.task == "needle":
+        return needle_config(cfg, seq_len, n).haystack_len
+    return mqar_config(cfg, seq_len, n).context_len
+
+
 def train_examples(cfg: DataConfig) -> grain.MapDataset:
     """Endless shuffled mixture of the training slices, right-padded to the longest, unbatched.
 
@@ -69,8 +115,10 @@ def train_examples(cfg: DataConfig) -> grain.MapDataset:
     pad_to = max(length for length, _ in cfg.train_slices)
     parts = [
         grain.MapDataset.source(
-            MQARSource(
-                mqar_config(cfg, length, pairs),
+            slice_source(
+                cfg,
+                length,
+                pairs,
                 seed=cfg.seed + 1000 * i,
                 num_examples=cfg.num_train_examples,
                 pad_to=pad_to,
@@ -113,9 +161,10 @@ def text_eval_batches(cfg: DataConfig, batch_size: int):
 
 
 def eval_batches(cfg: DataConfig, seq_len: int, num_pairs: int, batch_size: int):
-    """Yields test batches of one slice (seeded by ``eval_seed``, disjoint from training)."""
-    src = MQARSource(
-        mqar_config(cfg, seq_len, num_pairs), seed=cfg.eval_seed, num_examples=cfg.num_eval_examples
+    """Yields test batches of one slice (seeded by ``eval_seed``, disjoint from training) of
+    task ``mqar`` (``num_pairs`` pairs) or ``needle`` (``num_pairs`` needles)."""
+    src = slice_source(
+        cfg, seq_len, num_pairs, seed=cfg.eval_seed, num_examples=cfg.num_eval_examples
     )
     ds = grain.MapDataset.source(src).batch(batch_size)
     for i in range(len(ds)):

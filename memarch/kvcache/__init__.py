@@ -9,6 +9,7 @@
 """
 
 from memarch.kvcache.cache import RetentionKVCache, empty_cache, keep_top, top_slots
+from memarch.kvcache.global_budget import global_keep, keep_global, total_kept
 from memarch.kvcache.losses import (
     GATE_PARAMS,
     capacity_loss,
@@ -21,6 +22,7 @@ from memarch.kvcache.policies import (
     POLICIES,
     TOVA,
     EvictionPolicy,
+    GlobalRetentionEviction,
     RetentionEviction,
     SnapKV,
     StreamingLLM,
@@ -33,6 +35,7 @@ __all__ = [
     "POLICIES",
     "TOVA",
     "EvictionPolicy",
+    "GlobalRetentionEviction",
     "RetentionEviction",
     "RetentionKVCache",
     "SnapKV",
@@ -40,9 +43,12 @@ __all__ = [
     "capacity_loss",
     "distillation_loss",
     "empty_cache",
+    "global_keep",
+    "keep_global",
     "keep_top",
     "make_policy",
     "retention_gates",
     "retention_mass",
     "top_slots",
+    "total_kept",
 ]

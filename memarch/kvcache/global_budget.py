@@ -6,6 +6,11 @@ Each (layer, KV head) keeps a fixed buffer of C slots (its cap, enforced by the 
 ``(t_next − pos_i)·log β_i`` and frees all but the ``budget`` best (position −1), so heads end
 up with different numbers of keys and the total never exceeds the budget. Shapes stay fixed
 (jit-friendly); freed slots are refilled first by the next call.
+
+Decoding under a global budget: give the decay-attention layers
+:class:`memarch.kvcache.GlobalRetentionEviction` (``budget`` = the cap C, ``total`` = the
+global budget) and call :func:`keep_global` on the model's list of layer caches after every
+model call (:func:`memarch.eval.kv_budget.decode_logits` does).
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ def global_keep(caches: Sequence[RetentionKVCache], budget: int) -> list[Retenti
         kc = keep[:, start : start + n].reshape(c.pos.shape)
         out.append(c.replace(pos=jnp.where(kc, c.pos, -1)))
         start += n
+    return out
+
+
+def keep_global(caches: Sequence, total: int) -> list:
+    """:func:`global_keep` over the :class:`RetentionKVCache` entries of a model's list of
+    layer caches (``LM.init_cache``); other layers' caches pass through unchanged."""
+    idx = [i for i, c in enumerate(caches) if isinstance(c, RetentionKVCache)]
+    if not idx:
+        raise ValueError("keep_global needs at least one RetentionKVCache (fox / trimkv layer)")
+    kept = global_keep([caches[i] for i in idx], total)
+    out = list(caches)
+    for i, c in zip(idx, kept, strict=True):
+        out[i] = c
     return out
 
 

@@ -18,6 +18,9 @@ name               score of key i (higher = kept)
                    tokens decoded later enter above every prompt key, newest first
 ``tova``           the newest query's attention, averaged over all heads of the layer (one
                    token set per layer)
+``trimkv_global``  as ``trimkv`` within a (layer, KV head) buffer of ``budget`` slots; after
+                   each model call one top-``total`` over every layer and KV head
+                   (:mod:`memarch.kvcache.global_budget`, "Make Each Token Count")
 =================  ==========================================================================
 
 ``t_next`` is the position of the next token to come (``length`` after the call).
@@ -86,6 +89,28 @@ class RetentionEviction(EvictionPolicy):
         s = (t_next - cache.pos).astype(jnp.float32) * cache.slope
         s = jnp.where(cache.pos >= t_next - self.recent, jnp.inf, s)
         return s, cache.stat
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalRetentionEviction(RetentionEviction):
+    """TRIM-KV under one budget ``total`` shared by every layer and KV head ("Make Each Token
+    Count", arXiv 2605.09649). ``budget`` is now each (layer, KV head)'s buffer (its cap): the
+    layer evicts within it as :class:`RetentionEviction` does; the decoding loop then keeps
+    the ``total`` keys of highest ``(t_next − pos_i)·log β_i`` across all of them
+    (:func:`memarch.kvcache.global_budget.keep_global`), so heads hold different numbers of
+    keys and ``Σ_{l,h} kept ≤ total``.
+    """
+
+    name: ClassVar[str] = "trimkv_global"
+    total: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.total, int) or isinstance(self.total, bool) or self.total <= 0:
+            raise ValueError(
+                f"total must be a positive int (KV entries over all layers and KV heads); "
+                f"got {self.total!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,9 +191,12 @@ class SnapKV(EvictionPolicy):
             votes = jnp.sum(obs, axis=1)
             r = self.kernel // 2
             padded = jnp.pad(votes, [(0, 0), (r, r), (0, 0)])
-            pooled = jax.lax.reduce_window(
-                padded, 0.0, jax.lax.add, (1, self.kernel, 1), (1, 1, 1), "VALID"
-            ) / self.kernel
+            pooled = (
+                jax.lax.reduce_window(
+                    padded, 0.0, jax.lax.add, (1, self.kernel, 1), (1, 1, 1), "VALID"
+                )
+                / self.kernel
+            )
             stat = jnp.where(new, pooled, cache.stat)
             s = jnp.where(cache.pos >= t_next - self.window, _BIG + cache.pos, stat)
         else:  # decoded tokens rank above prompt keys, newest first
@@ -190,7 +218,7 @@ class TOVA(EvictionPolicy):
 
 
 POLICIES: dict[str, type[EvictionPolicy]] = {
-    p.name: p for p in (RetentionEviction, StreamingLLM, H2O, SnapKV, TOVA)
+    p.name: p for p in (RetentionEviction, GlobalRetentionEviction, StreamingLLM, H2O, SnapKV, TOVA)
 }
 
 

@@ -12,7 +12,15 @@ import pytest
 from flax import nnx
 
 from memarch import mixers
-from memarch.kvcache import H2O, TOVA, RetentionEviction, SnapKV, StreamingLLM
+from memarch.kvcache import (
+    H2O,
+    TOVA,
+    GlobalRetentionEviction,
+    RetentionEviction,
+    SnapKV,
+    StreamingLLM,
+    keep_global,
+)
 from memarch.mixers import conformance
 from memarch.testing import assert_close
 
@@ -83,11 +91,52 @@ def test_decode_under_budget_equals_attention_over_kept_set(name, policy, extra)
         if isinstance(policy, StreamingLLM):
             recent = policy.budget - policy.sinks
             want = set(range(policy.sinks)) | set(range(step - recent, step))
-            assert all(set(kept[bi, :, kh].tolist()) == want for bi in range(b)
-                       for kh in range(HKV))
+            assert all(
+                set(kept[bi, :, kh].tolist()) == want for bi in range(b) for kh in range(HKV)
+            )
         y, cache = f(x[:, step : step + 1], cache=cache)
         assert_close(f"step {step}", y, reference_step(m, x, step, kept), 1e-5)
     assert int(cache.length) == t
+
+
+def test_decode_under_global_budget_equals_attention_over_globally_kept_set():
+    """Two TRIM-KV layers under one budget ("Make Each Token Count"): after every call the
+    caches hold exactly ``total`` keys over all (layer, KV head) — unevenly — and each decode
+    step equals attention recomputed over that layer's globally kept keys plus the new token."""
+    cap, total = 8, 10
+    policy = GlobalRetentionEviction(budget=cap, total=total)
+    opts = dict(MIXER_OPTS["trimkv"], eviction=policy)
+    layers = [
+        mixers.build("trimkv", d_model=D, num_heads=H, rngs=nnx.Rngs(seed), **opts)
+        for seed in (0, 1)
+    ]
+    b, t, prefix = 2, 14, 9
+    xs = [inputs(b, t, seed=1), inputs(b, t, seed=2)]
+    fs = [conformance.compiled(m) for m in layers]
+    caches = [
+        f(x[:, :prefix], cache=m.init_cache(b, t, jnp.float32))[1]
+        for m, f, x in zip(layers, fs, xs, strict=True)
+    ]
+    caches = keep_global(caches, total)
+    uneven = False
+    for step in range(prefix, t):
+        kept = [np.asarray(c.pos) for c in caches]
+        counts = np.stack([(k >= 0).sum(1) for k in kept], 1)  # [B, layers, H_kv]
+        np.testing.assert_array_equal(counts.sum((1, 2)), total)
+        assert counts.max() <= cap
+        uneven |= len(np.unique(counts)) > 1
+        new = []
+        for li, (m, f, x, c, k) in enumerate(zip(layers, fs, xs, caches, kept, strict=True)):
+            y, c = f(x[:, step : step + 1], cache=c)
+            assert_close(f"layer {li} step {step}", y, reference_step(m, x, step, k), 1e-5)
+            new.append(c)
+        caches = keep_global(new, total)
+    assert uneven  # heads and layers hold different numbers of keys
+
+
+def test_global_policy_validates_total():
+    with pytest.raises(ValueError, match="total must be a positive int"):
+        GlobalRetentionEviction(budget=4)
 
 
 @pytest.mark.parametrize("name", ["trimkv", "fox"])
