@@ -71,8 +71,9 @@ def bench_decode(args) -> list[tuple[str, float, float]]:
         opts = dict(num_kv_heads=args.kv_heads, gate_hidden=128)
         if budget is not None:
             opts["eviction"] = RetentionEviction(budget=budget)
-        m = mixers.build("trimkv", d_model=args.d_model, num_heads=args.heads, rngs=nnx.Rngs(0),
-                         **opts)
+        m = mixers.build(
+            "trimkv", d_model=args.d_model, num_heads=args.heads, rngs=nnx.Rngs(0), **opts
+        )
         graphdef, state = nnx.split(m)
         cache = filled_cache(m, args.context, args.steps, budget)
 
@@ -105,22 +106,31 @@ def bench_bias_attention(args) -> list[tuple[str, float, float]]:
     mask = jnp.tril(jnp.ones((t, t), bool))[None]
 
     def grad_of(fn):
-        return jax.jit(jax.grad(lambda q, k, v, f, a: jnp.sum(fn(q, k, v, f, a) ** 2),
-                                argnums=(0, 1, 2, 3, 4)))
+        return jax.jit(
+            jax.grad(lambda q, k, v, f, a: jnp.sum(fn(q, k, v, f, a) ** 2), argnums=(0, 1, 2, 3, 4))
+        )
 
     variants = {
         "plain attention (materialised T×T)": lambda q, k, v, f, a: attend(q, k, v, mask),
         "decay_attention naive (FoX + TRIM-KV bias)": lambda q, k, v, f, a: decay_attention(
-            q, k, v, f, a, impl="naive"),
+            q, k, v, f, a, impl="naive"
+        ),
         "decay_attention blockwise (FoX + TRIM-KV bias)": lambda q, k, v, f, a: decay_attention(
-            q, k, v, f, a, impl="blockwise", block_size=args.block),
+            q, k, v, f, a, impl="blockwise", block_size=args.block
+        ),
         "decay_attention blockwise, no bias": lambda q, k, v, f, a: decay_attention(
-            q, k, v, impl="blockwise", block_size=args.block),
+            q, k, v, impl="blockwise", block_size=args.block
+        ),
     }
     small = [x[:, :257] for x in (q, k, v, log_f, slope)]
-    err = max(rel_rms(a, r) for a, r in zip(
-        grad_of(variants["decay_attention blockwise (FoX + TRIM-KV bias)"])(*small),
-        grad_of(variants["decay_attention naive (FoX + TRIM-KV bias)"])(*small), strict=True))
+    err = max(
+        rel_rms(a, r)
+        for a, r in zip(
+            grad_of(variants["decay_attention blockwise (FoX + TRIM-KV bias)"])(*small),
+            grad_of(variants["decay_attention naive (FoX + TRIM-KV bias)"])(*small),
+            strict=True,
+        )
+    )
     if err > 1e-4:
         raise SystemExit(f"blockwise vs naive gradients differ (rel RMS {err:.2e}); not timing")
     rows = []

@@ -100,8 +100,9 @@ def write_at_length(cache: RetentionKVCache, new: dict[str, jax.Array | None]) -
     for f in _SLOT_FIELDS:
         old = getattr(cache, f)
         if old is not None:
-            upd[f] = jax.lax.dynamic_update_slice_in_dim(old, new[f].astype(old.dtype),
-                                                         cache.length, axis=1)
+            upd[f] = jax.lax.dynamic_update_slice_in_dim(
+                old, new[f].astype(old.dtype), cache.length, axis=1
+            )
     return cache.replace(**upd)
 
 

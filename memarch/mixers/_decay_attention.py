@@ -73,8 +73,13 @@ class DecayAttention(Attention):
             slots = min(self.window, max_len)
         log_f, _ = self._gate_kinds()
         return kvc.empty_cache(
-            batch_size, slots, self.num_kv_heads, self.head_dim,
-            group=self.num_heads // self.num_kv_heads, forget_gate=log_f, dtype=dtype,
+            batch_size,
+            slots,
+            self.num_kv_heads,
+            self.head_dim,
+            group=self.num_heads // self.num_kv_heads,
+            forget_gate=log_f,
+            dtype=dtype,
             conv=None if self.conv is None else self.conv.init_cache(batch_size, dtype),
         )
 
@@ -95,8 +100,15 @@ class DecayAttention(Attention):
             q, k, v, _ = self._project(x, positions, segment_ids=segment_ids)
             self._on_train_forward(log_beta, segment_ids)
             o = decay_attention(
-                q, k, v, log_f, self._bias_slope(log_beta), window=self.window,
-                segment_ids=segment_ids, impl=self.config.impl, block_size=self.config.block_size,
+                q,
+                k,
+                v,
+                log_f,
+                self._bias_slope(log_beta),
+                window=self.window,
+                segment_ids=segment_ids,
+                impl=self.config.impl,
+                block_size=self.config.block_size,
             )
             new_cache = None
         else:
@@ -112,9 +124,12 @@ class DecayAttention(Attention):
         q, k, v, conv = self._project(x, qb_pos, conv_cache=cache.conv)
         slope = jnp.zeros((b, t, hkv), jnp.float32) if log_beta is None else log_beta
         new = dict(
-            k=k.astype(cache.k.dtype), v=v.astype(cache.v.dtype),
+            k=k.astype(cache.k.dtype),
+            v=v.astype(cache.v.dtype),
             pos=jnp.broadcast_to(q_pos[None, :, None], (b, t, hkv)),
-            slope=slope, stat=jnp.zeros((b, t, hkv), jnp.float32), lam=None,
+            slope=slope,
+            stat=jnp.zeros((b, t, hkv), jnp.float32),
+            lam=None,
         )
         q_lam, lam_last = None, cache.lam_last
         if log_f is not None:
@@ -129,10 +144,16 @@ class DecayAttention(Attention):
             ext = kvc.concat_new(cache, new)
         bias_slope = self._decode_bias_slope(ext.slope)
         o, probs = decay_attention_cached(
-            q.astype(ext.k.dtype), ext.k, ext.v, qb_pos, ext.pos,
-            q_lam=q_lam, k_lam=ext.lam,
-            k_slope=None if bias_slope is None else jnp.broadcast_to(
-                bias_slope[..., None], bias_slope.shape + (g,)),
+            q.astype(ext.k.dtype),
+            ext.k,
+            ext.v,
+            qb_pos,
+            ext.pos,
+            q_lam=q_lam,
+            k_lam=ext.lam,
+            k_slope=None
+            if bias_slope is None
+            else jnp.broadcast_to(bias_slope[..., None], bias_slope.shape + (g,)),
             window=self.window,
         )
         t_next = cache.length + t

@@ -37,8 +37,10 @@ class FoxConfig(DecayAttentionConfig):
         if self.forget_tau is not None:
             lo, hi = self.forget_tau
             if not 0 < lo <= hi:
-                raise ValueError(f"forget_tau must be (τ_min, τ_max) with 0 < τ_min ≤ τ_max; got "
-                                 f"{self.forget_tau!r}")
+                raise ValueError(
+                    f"forget_tau must be (τ_min, τ_max) with 0 < τ_min ≤ τ_max; got "
+                    f"{self.forget_tau!r}"
+                )
 
 
 def fixed_decay_bias(num_heads: int, tau_min: float, tau_max: float) -> np.ndarray:
@@ -59,7 +61,10 @@ class Fox(DecayAttention):
             else fixed_decay_bias(num_heads, *config.forget_tau)
         )
         self.fgate = nnx.Linear(
-            d_model, num_heads, use_bias=True, rngs=rngs,
+            d_model,
+            num_heads,
+            use_bias=True,
+            rngs=rngs,
             bias_init=lambda *_: jnp.asarray(bias, jnp.float32),
         )
 

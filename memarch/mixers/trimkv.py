@@ -68,9 +68,13 @@ class TrimKV(DecayAttention):
 
     def __init__(self, config: TrimKVConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs):
         super().__init__(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
-        setattr(self, GATE_NAME, RetentionGate(
-            d_model, config.gate_hidden, self.num_kv_heads, config.gate_bias, rngs=rngs
-        ))
+        setattr(
+            self,
+            GATE_NAME,
+            RetentionGate(
+                d_model, config.gate_hidden, self.num_kv_heads, config.gate_bias, rngs=rngs
+            ),
+        )
         self.use_retention_gates = True
 
     def _gate_kinds(self):

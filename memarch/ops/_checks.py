@@ -33,9 +33,7 @@ def check_qkv(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[int, int, int, 
     return b, t, h, dk, v.shape[-1]
 
 
-def check_gate(
-    name: str, g: jax.Array, q: jax.Array, *, per_channel_ok: bool = True
-) -> bool:
+def check_gate(name: str, g: jax.Array, q: jax.Array, *, per_channel_ok: bool = True) -> bool:
     """Checks a log-space gate against q ``[B, T, H, K]``.
 
     Accepted: per head ``[B, T, H]`` and, when ``per_channel_ok``, per key channel

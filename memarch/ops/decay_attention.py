@@ -147,12 +147,21 @@ def _naive(qg, k, v, lam, slope, pos, seg_mask, scale, window):
     b, t = qg.shape[:2]
     kpos = jnp.broadcast_to(pos[:, :, None], (b, t, k.shape[2]))
     logits, mask = biased_logits(
-        qg, k, pos, kpos, scale=scale, q_lam=lam, k_lam=lam, k_slope=slope, window=window,
+        qg,
+        k,
+        pos,
+        kpos,
+        scale=scale,
+        q_lam=lam,
+        k_lam=lam,
+        k_slope=slope,
+        window=window,
         extra_mask=seg_mask,
     )
     probs = _masked_softmax(logits, mask)
-    return jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v,
-                      preferred_element_type=jnp.float32)
+    return jnp.einsum(
+        "bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
+    )
 
 
 def _key_blocks(x, n: int, block_size: int, fill=0):
@@ -160,8 +169,9 @@ def _key_blocks(x, n: int, block_size: int, fill=0):
     if x is None:
         return None
     b, t = x.shape[:2]
-    x = jnp.pad(x, [(0, 0), (0, n * block_size - t)] + [(0, 0)] * (x.ndim - 2),
-                constant_values=fill)
+    x = jnp.pad(
+        x, [(0, 0), (0, n * block_size - t)] + [(0, 0)] * (x.ndim - 2), constant_values=fill
+    )
     return jnp.moveaxis(x.reshape(b, n, block_size, *x.shape[2:]), 1, 0)
 
 
@@ -177,9 +187,12 @@ def _scan_inputs(qg, k, v, lam, slope, seg, block_size):
     pos = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     kpos = jnp.broadcast_to(pos[:, :, None], (b, t, hkv))
     xs = dict(
-        k=_key_blocks(k, n, block_size), v=_key_blocks(v, n, block_size),
-        pos=_key_blocks(kpos, n, block_size, -1), lam=_key_blocks(lam, n, block_size),
-        slope=_key_blocks(slope, n, block_size), seg=_key_blocks(seg, n, block_size),
+        k=_key_blocks(k, n, block_size),
+        v=_key_blocks(v, n, block_size),
+        pos=_key_blocks(kpos, n, block_size, -1),
+        lam=_key_blocks(lam, n, block_size),
+        slope=_key_blocks(slope, n, block_size),
+        seg=_key_blocks(seg, n, block_size),
     )
     return pos, xs
 
@@ -187,8 +200,16 @@ def _scan_inputs(qg, k, v, lam, slope, seg, block_size):
 def _block_logits(qg, blk, pos, lam, seg, scale, window):
     extra = None if seg is None else seg[:, :, None] == blk["seg"][:, None, :]
     return biased_logits(
-        qg, blk["k"], pos, blk["pos"], scale=scale, q_lam=lam, k_lam=blk["lam"],
-        k_slope=blk["slope"], window=window, extra_mask=extra,
+        qg,
+        blk["k"],
+        pos,
+        blk["pos"],
+        scale=scale,
+        q_lam=lam,
+        k_lam=blk["lam"],
+        k_slope=blk["slope"],
+        window=window,
+        extra_mask=extra,
     )
 
 
@@ -204,8 +225,12 @@ def _flash_forward(qg, k, v, lam, slope, seg, scale, window, block_size):
         p = jnp.where(mask, jnp.exp(s - m_new[..., None]), 0.0)
         alpha = jnp.exp(m - m_new)
         l = alpha * l + jnp.sum(p, axis=-1)
-        pv = jnp.einsum("bkgts,bskd->bkgtd", p.astype(blk["v"].dtype), blk["v"],
-                        preferred_element_type=jnp.float32)
+        pv = jnp.einsum(
+            "bkgts,bskd->bkgtd",
+            p.astype(blk["v"].dtype),
+            blk["v"],
+            preferred_element_type=jnp.float32,
+        )
         return (m_new, l, alpha[..., None] * acc + pv), None
 
     init = (
@@ -269,8 +294,12 @@ def _blockwise_bwd(scale, window, block_size, res, do):
     if slope is not None:
         dslope = _unblock(outs["dslope"], t)
     return (
-        dq.astype(qg.dtype), _unblock(outs["dk"], t).astype(k.dtype),
-        _unblock(outs["dv"], t).astype(v.dtype), dlam, dslope, None,
+        dq.astype(qg.dtype),
+        _unblock(outs["dk"], t).astype(k.dtype),
+        _unblock(outs["dv"], t).astype(v.dtype),
+        dlam,
+        dslope,
+        None,
     )
 
 
@@ -367,10 +396,18 @@ def decay_attention_cached(
     scale = _checks.resolve_scale(scale, d)
     qg = q.reshape(b, tq, hkv, h // hkv, d)
     logits, mask = biased_logits(
-        qg, k, q_pos, k_pos, scale=scale, q_lam=q_lam, k_lam=k_lam, k_slope=k_slope,
+        qg,
+        k,
+        q_pos,
+        k_pos,
+        scale=scale,
+        q_lam=q_lam,
+        k_lam=k_lam,
+        k_slope=k_slope,
         window=window,
     )
     probs = _masked_softmax(logits, mask)
-    o = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v,
-                   preferred_element_type=jnp.float32)
+    o = jnp.einsum(
+        "bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32
+    )
     return o.reshape(b, tq, h, v.shape[-1]).astype(q.dtype), probs

@@ -12,7 +12,10 @@ from memarch.models.forward import forward
 
 
 def trimkv_objective(
-    model: nnx.Module, batch: dict[str, jax.Array], *, kl_weight: float = 1.0,
+    model: nnx.Module,
+    batch: dict[str, jax.Array],
+    *,
+    kl_weight: float = 1.0,
     ntp_weight: float = 1.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Distillation + next-token + the capacity losses the mixers sow (``aux_loss``).
@@ -26,8 +29,12 @@ def trimkv_objective(
     student, aux, stats = forward(model, batch)
     targets = batch["targets"]
     loss, parts = distillation_loss(
-        student, teacher, targets, targets != IGNORE_INDEX,
-        kl_weight=kl_weight, ntp_weight=ntp_weight,
+        student,
+        teacher,
+        targets,
+        targets != IGNORE_INDEX,
+        kl_weight=kl_weight,
+        ntp_weight=ntp_weight,
     )
     return loss + aux, dict(parts, capacity=aux, **stats)
 

@@ -62,15 +62,23 @@ def test_global_keep_is_the_global_top_m():
         entries = []
         for li, c in enumerate(caches):
             sc, pos = np.asarray(retention_scores(c))[bi], np.asarray(c.pos)[bi]
-            entries += [(sc[s, h], li, h, pos[s, h]) for s in range(c.slots)
-                        for h in range(pos.shape[1]) if pos[s, h] >= 0]
+            entries += [
+                (sc[s, h], li, h, pos[s, h])
+                for s in range(c.slots)
+                for h in range(pos.shape[1])
+                if pos[s, h] >= 0
+            ]
         entries.sort(key=lambda e: -e[0])
         want = {(li, h, p) for _, li, h, p in entries[:budget]}
         got = set()
         for li, c in enumerate(kept):
             pos = np.asarray(c.pos)[bi]
-            got |= {(li, h, pos[s, h]) for s in range(c.slots) for h in range(pos.shape[1])
-                    if pos[s, h] >= 0}
+            got |= {
+                (li, h, pos[s, h])
+                for s in range(c.slots)
+                for h in range(pos.shape[1])
+                if pos[s, h] >= 0
+            }
         assert got == want
     np.testing.assert_array_equal(np.asarray(total_kept(kept)), [budget, budget])
 

@@ -48,8 +48,12 @@ def test_retention_mass_matches_loop(block, packed):
         seg[1, 15:] = 4
     got = retention_mass(a, jnp.asarray(seg) if packed else None, block_size=block)
     assert_close("S_t", got, loop_mass(a, seg), 1e-5)
-    assert_close("L_cap", capacity_loss(a, 3.0, jnp.asarray(seg), block_size=block),
-                 loop_capacity(a, 3.0, seg), 1e-5)
+    assert_close(
+        "L_cap",
+        capacity_loss(a, 3.0, jnp.asarray(seg), block_size=block),
+        loop_capacity(a, 3.0, seg),
+        1e-5,
+    )
 
 
 def test_capacity_loss_zero_when_mass_within_budget():

@@ -43,8 +43,11 @@ def test_fixed_decay_init():
 
 @pytest.mark.parametrize(
     "options,match",
-    [({"forget_tau": (0.0, 4.0)}, "forget_tau"), ({"window": 0}, "window must be a positive int"),
-     ({"impl": "flash"}, "impl must be one of")],
+    [
+        ({"forget_tau": (0.0, 4.0)}, "forget_tau"),
+        ({"window": 0}, "window must be a positive int"),
+        ({"impl": "flash"}, "impl must be one of"),
+    ],
 )
 def test_rejects_bad_options(options, match):
     with pytest.raises(ValueError, match=match):

@@ -70,8 +70,11 @@ def test_capacity_loss_is_sown_in_training_only():
 
 @pytest.mark.parametrize(
     "options,match",
-    [({"gate_hidden": 0}, "gate_hidden"), ({"capacity_budget": 0.0}, "capacity_budget"),
-     ({"window": -2}, "window must be a positive int")],
+    [
+        ({"gate_hidden": 0}, "gate_hidden"),
+        ({"capacity_budget": 0.0}, "capacity_budget"),
+        ({"window": -2}, "window must be a positive int"),
+    ],
 )
 def test_rejects_bad_options(options, match):
     with pytest.raises(ValueError, match=match):

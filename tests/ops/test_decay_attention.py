@@ -68,8 +68,9 @@ def test_naive_matches_loop(gate_heads, slope_heads, window):
 @functools.partial(jax.jit, static_argnames=("impl", "window", "block_size"))
 def fwd_bwd(q, k, v, f, a, do, seg, *, impl, window, block_size):
     def loss(q, k, v, f, a):
-        o = decay_attention(q, k, v, f, a, window=window, segment_ids=seg, impl=impl,
-                            block_size=block_size)
+        o = decay_attention(
+            q, k, v, f, a, window=window, segment_ids=seg, impl=impl, block_size=block_size
+        )
         return jnp.sum(o * do), o
 
     grads, o = jax.grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True)(q, k, v, f, a)
@@ -78,8 +79,12 @@ def fwd_bwd(q, k, v, f, a, do, seg, *, impl, window, block_size):
 
 @pytest.mark.parametrize(
     "t,block,window,packed,strength",
-    [(23, 8, None, False, 1.0), (37, 16, 7, True, 1.0), (16, 16, None, True, 20.0),
-     (20, 64, 3, False, 1e-4)],
+    [
+        (23, 8, None, False, 1.0),
+        (37, 16, 7, True, 1.0),
+        (16, 16, None, True, 20.0),
+        (20, 64, 3, False, 1e-4),
+    ],
 )
 def test_blockwise_matches_naive_with_grads(t, block, window, packed, strength):
     q, k, v, f, a = make(1, t=t, gate_heads=4, slope_heads=2, strength=strength)
@@ -145,8 +150,14 @@ def test_cached_matches_full_on_last_query():
     slope = jnp.broadcast_to(a[..., None], (b, t, 2, 2))
     pos = jnp.broadcast_to(jnp.arange(t)[None, :, None], (b, t, 2))
     o, probs = decay_attention_cached(
-        q[:, -3:], k, v, jnp.broadcast_to(jnp.arange(t - 3, t), (b, 3)), pos,
-        q_lam=lam[:, -3:], k_lam=lam, k_slope=slope,
+        q[:, -3:],
+        k,
+        v,
+        jnp.broadcast_to(jnp.arange(t - 3, t), (b, 3)),
+        pos,
+        q_lam=lam[:, -3:],
+        k_lam=lam,
+        k_slope=slope,
     )
     full = decay_attention(q, k, v, f, a, impl="naive")
     assert_close("cached", o, full[:, -3:], TOL)
@@ -203,8 +214,9 @@ def test_bfloat16_blockwise_close_to_float32_naive():
     do = jax.random.normal(jax.random.key(3), q.shape)
     got = fwd_bwd(q16, k16, v16, f, a, do, None, impl="blockwise", window=None, block_size=8)
     up = lambda x: x.astype(jnp.float32)
-    ref = fwd_bwd(up(q16), up(k16), up(v16), f, a, do, None, impl="naive", window=None,
-                  block_size=8)
+    ref = fwd_bwd(
+        up(q16), up(k16), up(v16), f, a, do, None, impl="naive", window=None, block_size=8
+    )
     assert got[0].dtype == jnp.bfloat16 and got[1].dtype == jnp.bfloat16
     for name, x, r in zip(("o", "dq", "dk", "dv", "dlog_f", "da"), got, ref, strict=True):
         assert_close(name, x.astype(jnp.float32), r, 2e-2)

@@ -38,11 +38,15 @@ def test_gate_only_step_moves_only_the_gates():
     gates_after = nnx.to_pure_dict(nnx.state(model, GATE_PARAMS))
     n_gate = len(jax.tree.leaves(gates_before))
     assert n_gate == 4  # up.kernel, up.bias, down.kernel and the bias b of the one K layer
-    changed = [not np.array_equal(a, b) for a, b in
-               zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True)]
+    changed = [
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True)
+    ]
     assert sum(changed) == n_gate  # exactly the gate parameters changed
-    assert all(not np.array_equal(a, b) for a, b in
-               zip(jax.tree.leaves(gates_before), jax.tree.leaves(gates_after), strict=True))
+    assert all(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(gates_before), jax.tree.leaves(gates_after), strict=True)
+    )
 
 
 def test_objective_kl_vanishes_without_gate_effect():
