@@ -58,7 +58,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-IGNORE_INDEX = -100
+from memarch.data.source import IGNORE_INDEX, SyntheticSource, check_seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,11 +127,6 @@ def chance_accuracy(config: MQARConfig) -> float:
     return 1.0 / (config.vocab_size - config.vocab_size // 2)
 
 
-def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
-
-
 def _slot_probs(num_slots: int, power_a: float) -> np.ndarray:
     """``p(i) ∝ a·i^(a−1)`` for ``i = 1 … S`` (float64 ``[S]``), computed in log space."""
     logw = (power_a - 1.0) * np.log(np.arange(1, num_slots + 1, dtype=np.float64))
@@ -183,7 +178,7 @@ def mqar_batch(config: MQARConfig, *, seed: int, indices: Iterable[int]) -> dict
     Negative indices raise ``IndexError``.
     """
     config.validate()
-    _check_seed(seed)
+    check_seed(seed)
     rows = []
     for index in indices:
         index = operator.index(index)
@@ -196,7 +191,7 @@ def mqar_batch(config: MQARConfig, *, seed: int, indices: Iterable[int]) -> dict
     return {"inputs": inputs, "targets": targets}
 
 
-class MQARSource:
+class MQARSource(SyntheticSource):
     """Random-access MQAR data (grain ``RandomAccessDataSource`` protocol).
 
     ``src[i]`` is ``{"inputs": int32[Lp], "targets": int32[Lp]}`` with ``Lp = pad_to or L``:
@@ -204,42 +199,8 @@ class MQARSource:
     targets, appended on the right (to batch slices of different ``L`` together).
     """
 
-    def __init__(
-        self, config: MQARConfig, *, seed: int, num_examples: int, pad_to: int | None = None
-    ):
-        config.validate()
-        _check_seed(seed)
-        if isinstance(num_examples, bool) or not isinstance(num_examples, Integral):
-            raise ValueError(f"num_examples must be an int >= 1; got {num_examples!r}")
-        if num_examples < 1:
-            raise ValueError(f"num_examples must be >= 1; got {num_examples}")
-        if pad_to is not None and (
-            isinstance(pad_to, bool) or not isinstance(pad_to, Integral) or pad_to < config.seq_len
-        ):
-            raise ValueError(
-                f"pad_to must be None or an int >= seq_len={config.seq_len}; got {pad_to!r}"
-            )
-        self.config = config
-        self.seed = int(seed)
-        self.num_examples = int(num_examples)
-        self.pad_to = config.seq_len if pad_to is None else int(pad_to)
+    task = "MQAR"
+    config: MQARConfig
 
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        index = operator.index(index)
-        if not 0 <= index < self.num_examples:
-            raise IndexError(f"MQAR index must be in [0, {self.num_examples}); got {index}")
-        inputs, targets = _example(self.config, self.seed, index)
-        extra = self.pad_to - self.config.seq_len
-        if extra:
-            inputs = np.pad(inputs, (0, extra), constant_values=0)
-            targets = np.pad(targets, (0, extra), constant_values=IGNORE_INDEX)
-        return {"inputs": inputs, "targets": targets}
-
-    def __repr__(self) -> str:
-        return (
-            f"MQARSource({self.config}, seed={self.seed}, num_examples={self.num_examples}, "
-            f"pad_to={self.pad_to})"
-        )
+    def example(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return _example(self.config, self.seed, index)

@@ -45,7 +45,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from memarch.data.mqar import IGNORE_INDEX
+from memarch.data.source import IGNORE_INDEX, SyntheticSource, check_seed
 
 PASSKEY_MARKER = 1  # "the pass key is"
 NUM_DIGITS = 10  # passkey digit tokens [V//2, V//2 + 10)
@@ -136,11 +136,6 @@ def needle_depth(config: NeedleConfig, start: int) -> float:
     return 100.0 * start / free if free > 0 else 0.0
 
 
-def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0; got {seed!r}")
-
-
 def _starts(config: NeedleConfig, rng: np.random.Generator) -> np.ndarray:
     """Needle start positions ``int64 [N]`` (increasing, non-overlapping)."""
     h, n, big_n = config.haystack_len, config.needle_len, config.num_needles
@@ -156,7 +151,7 @@ def needle_example(
     """Example ``index`` of stream ``seed``: ``(inputs int32[L], targets int32[L],
     starts int64[N])`` with ``starts`` the needles' start positions in the haystack."""
     config.validate()
-    _check_seed(seed)
+    check_seed(seed)
     index = operator.index(index)
     if index < 0:
         raise IndexError(f"needle index must be >= 0; got {index}")
@@ -187,7 +182,7 @@ def needle_example(
     return inputs, targets, starts
 
 
-class NeedleSource:
+class NeedleSource(SyntheticSource):
     """Random-access needle data (grain ``RandomAccessDataSource`` protocol).
 
     ``src[i]`` is ``{"inputs": int32[Lp], "targets": int32[Lp]}`` with ``Lp = pad_to or L``, a
@@ -195,42 +190,9 @@ class NeedleSource:
     targets (to batch with slices of other lengths).
     """
 
-    def __init__(
-        self, config: NeedleConfig, *, seed: int, num_examples: int, pad_to: int | None = None
-    ):
-        config.validate()
-        _check_seed(seed)
-        if isinstance(num_examples, bool) or not isinstance(num_examples, Integral):
-            raise ValueError(f"num_examples must be an int >= 1; got {num_examples!r}")
-        if num_examples < 1:
-            raise ValueError(f"num_examples must be >= 1; got {num_examples}")
-        if pad_to is not None and (
-            isinstance(pad_to, bool) or not isinstance(pad_to, Integral) or pad_to < config.seq_len
-        ):
-            raise ValueError(
-                f"pad_to must be None or an int >= seq_len={config.seq_len}; got {pad_to!r}"
-            )
-        self.config = config
-        self.seed = int(seed)
-        self.num_examples = int(num_examples)
-        self.pad_to = config.seq_len if pad_to is None else int(pad_to)
+    task = "needle"
+    config: NeedleConfig
 
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        index = operator.index(index)
-        if not 0 <= index < self.num_examples:
-            raise IndexError(f"needle index must be in [0, {self.num_examples}); got {index}")
+    def example(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         inputs, targets, _ = needle_example(self.config, seed=self.seed, index=index)
-        extra = self.pad_to - self.config.seq_len
-        if extra:
-            inputs = np.pad(inputs, (0, extra), constant_values=0)
-            targets = np.pad(targets, (0, extra), constant_values=IGNORE_INDEX)
-        return {"inputs": inputs, "targets": targets}
-
-    def __repr__(self) -> str:
-        return (
-            f"NeedleSource({self.config}, seed={self.seed}, num_examples={self.num_examples}, "
-            f"pad_to={self.pad_to})"
-        )
+        return inputs, targets
