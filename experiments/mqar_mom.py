@@ -25,7 +25,14 @@ from memarch.train.config import apply_overrides, load_config, variant
 from memarch.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = (("gated_deltanet", "GG"), ("mom(4, 2) + shared", "MM"))
+# (name, pattern, overrides): one GDN memory, MoM with the paper's router (on x_t), and MoM
+# whose router also sees the previous token (router_conv=2), so a value token can be routed
+# with its key
+MODELS = (
+    ("gated_deltanet", "GG", ()),
+    ("mom(4, 2) + shared", "MM", ()),
+    ("mom(4, 2) + shared, router conv 2", "MM", ("model.mixer_options.mom.router_conv=2",)),
+)
 STATS = ("ce", "aux_loss", "router_entropy", "memory_load_max")
 
 
@@ -34,16 +41,22 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--steps", type=int, default=None, help="override num_steps")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results"))
+    p.add_argument("--name", default="mqar_mom.md", help="results file name")
+    p.add_argument(
+        "--models", type=int, nargs="+", default=None, help="indices into MODELS (default: all)"
+    )
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     base = apply_overrides(load_config(ROOT / "configs" / "mqar_mom.py"), a.overrides)
     if a.steps:
         base = dataclasses.replace(base, num_steps=a.steps)
     results, extra = {}, {}
-    for name, pattern in MODELS:
+    chosen = [MODELS[i] for i in (a.models if a.models is not None else range(len(MODELS)))]
+    for name, pattern, model_overrides in chosen:
         per_seed, walls, last = [], [], []
         for seed in a.seeds:
-            cfg = variant(base, name=name, pattern=pattern, seed=seed)
+            cfg = apply_overrides(base, list(model_overrides))
+            cfg = variant(cfg, name=name, pattern=pattern, seed=seed)
             res = train(cfg)
             per_seed.append(res.evals[-1]["accuracy"])
             walls.append(res.wall_time)
@@ -74,7 +87,12 @@ def main() -> None:
             f"{cell('router_entropy')} | {cell('memory_load_max')} |"
         )
     means = {n: float(np.mean(list(r.values()))) for n, r in results.items()}
-    (g_name, _), (m_name, _) = MODELS
+    g_name = MODELS[0][0]
+    diffs = "; ".join(
+        f"{n} − GDN: {means[n] - means[g_name]:+.3f}"
+        for n in means
+        if n != g_name and g_name in means
+    )
     hd = base.model.mixer_options["mom"]["head_dim"]
     state = base.model.num_heads * hd * hd
     text = (
@@ -82,12 +100,12 @@ def main() -> None:
         f"({state} floats per memory per layer, 2 layers), seeds {a.seeds}, "
         f"{base.num_steps} steps, batch {base.batch_size}\n\n"
         f"{markdown_table(results)}\n\n" + "\n".join(rows) + "\n\n"
-        f"MoM mean accuracy − GDN mean accuracy: {means[m_name] - means[g_name]:+.3f} "
+        f"Mean accuracy differences: {diffs or 'GDN not run'} "
         f"(MoM holds 5 memories per layer, each token writes 3; training statistics are the "
         f"mean over the last {base.log_every} steps; routing statistics include MQAR's "
         f"right-padding positions).\n"
     )
-    (out / "mqar_mom.md").write_text(text)
+    (out / a.name).write_text(text)
     print("\n" + text)
 
 

@@ -15,6 +15,11 @@ reads from only its top-k. Per token ``x_t ∈ R^D``::
     o_t = Σ_j w_tj · s S^{m_j}_tᵀ q^{m_j}_t + s S^s_tᵀ q^s_t        (s = K^{-1/2})
     y_t = W_o · RMSNormGated(o_t, x_t W_go)           per head, shared by all memories
 
+With ``router_conv = W_r > 0`` the router reads ``x̃_t = Σ_{j<W_r} c_j ⊙ x_{t−j}`` (a causal
+depthwise conv along sequence time, segment-aware, initialised to ``x̃_t = x_t``) instead of
+``x_t``, so a token can be routed by the tokens before it; decode keeps its last ``W_r − 1``
+inputs in the cache.
+
 **Memory time.** A memory's short conv, decay and recurrence run over the tokens routed to it
 only, in their original order (its "memory time"); tokens of other memories are not steps of
 it. So ``q^m`` (the conv of the shared q projection over memory m's subsequence) differs from
@@ -139,6 +144,11 @@ class MoMConfig:
     dt_min: float = 1e-3  # gated_deltanet base: smallest initial softplus step (decay rate)
     dt_max: float = 1e-1  # gated_deltanet base: largest initial softplus step
     gate_bias_init: float = 0.0  # gla base: initial gate bias b₂ (larger = slower forgetting)
+    # kernel of a causal depthwise conv (no activation) on the router's input along sequence
+    # time, initialised to the identity; 0 = route on x_t alone (the paper). ≥ 2 lets a token be
+    # routed by its predecessors (in MQAR: a value token by its key, so the pair and its later
+    # query land in the same memory)
+    router_conv: int = 0
 
     def __post_init__(self):
         def is_int(v):
@@ -173,6 +183,10 @@ class MoMConfig:
             raise ValueError(f"impl must be one of {list(IMPLS)}; got {self.impl!r}")
         if not is_int(self.chunk_size) or self.chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int; got {self.chunk_size!r}")
+        if not is_int(self.router_conv) or self.router_conv < 0:
+            raise ValueError(
+                f"router_conv must be an int >= 0 (0 disables); got {self.router_conv!r}"
+            )
         if not 0.0 < self.dt_min <= self.dt_max:
             raise ValueError(
                 f"dt_min and dt_max must satisfy 0 < dt_min <= dt_max; "
@@ -184,13 +198,15 @@ class MoMConfig:
 class MoMCache:
     """Decode cache. ``state [B, M, H, K, V]`` f32 (one per routed memory);
     ``conv [B, M, W − 1, C]`` or None; ``shared_state [B, H, K, V]`` f32 or None;
-    ``shared_conv [B, W − 1, C]`` or None; ``length`` int32 (tokens seen)."""
+    ``shared_conv [B, W − 1, C]`` or None; ``length`` int32 (tokens seen);
+    ``router_conv [B, W_r − 1, D]`` (the router conv's last inputs) or None."""
 
     state: jax.Array
     conv: jax.Array | None
     shared_state: jax.Array | None
     shared_conv: jax.Array | None
     length: jax.Array
+    router_conv: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +271,10 @@ class MoM(nnx.Module):
             return nnx.Linear(n_in, n_out, use_bias=bias, rngs=rngs)
 
         self.router = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (d, m), f32))
+        wr = config.router_conv
+        self.router_conv = ShortConv(d, wr, activation="identity", rngs=rngs) if wr else None
+        if self.router_conv is not None:  # starts as the paper's router on x_t
+            self.router_conv.weight[...] = jnp.zeros((wr, d), f32).at[0].set(1.0)
         self.q_proj = linear(d, h * dk)
         self.k_proj = per_memory(d, h * dk)  # [M, D, H·K]
         self.v_proj = per_memory(d, h * dv)  # [M, D, H·V]
@@ -315,8 +335,8 @@ class MoM(nnx.Module):
 
     # --- routing -------------------------------------------------------------------------------
     def route(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """``x [B, T, D]`` -> (probs ``[B, T, M]`` f32 softmax, weights ``[B, T, k]`` f32
-        renormalised, memory ids ``[B, T, k]`` int32)."""
+        """Router input ``x [B, T, D]`` (x itself, or its router conv) -> (probs ``[B, T, M]``
+        f32 softmax, weights ``[B, T, k]`` f32 renormalised, memory ids ``[B, T, k]`` int32)."""
         logits = jnp.einsum("btd,dm->btm", x.astype(jnp.float32), self.router[...])
         probs = jax.nn.softmax(logits, axis=-1)
         w, idx = jax.lax.top_k(probs, self.config.top_k)
@@ -539,6 +559,9 @@ class MoM(nnx.Module):
             shared_state=jnp.zeros((batch_size, h, dk, dv), jnp.float32) if shared else None,
             shared_conv=conv[:, 0] if shared and conv is not None else None,
             length=jnp.zeros((), jnp.int32),
+            router_conv=(
+                None if self.router_conv is None else self.router_conv.init_cache(batch_size, dtype)
+            ),
         )
 
     def __call__(
@@ -549,11 +572,16 @@ class MoM(nnx.Module):
         segment_ids: jax.Array | None = None,
     ) -> tuple[jax.Array, MoMCache | None]:
         check_call(x, self.d_model, cache, segment_ids)
-        probs, w, idx = self.route(x)
-        if cache is not None and x.shape[1] == 1:
-            return self._decode(x, w, idx, cache)
+        r_in, r_cache = x, None
+        if self.router_conv is not None:
+            r_in, r_cache = self.router_conv(
+                x, segment_ids=segment_ids, cache=None if cache is None else cache.router_conv
+            )
+        probs, w, idx = self.route(r_in)
         if cache is not None:
-            return self._prefill(x, w, idx, cache)
+            step = self._decode if x.shape[1] == 1 else self._prefill
+            y, new_cache = step(x, w, idx, cache)
+            return y, new_cache.replace(router_conv=r_cache)
         y = self._forward(x, w, idx, segment_ids)
         self._sow_routing(probs, w, idx)
         return y, None

@@ -269,6 +269,7 @@ def test_smaller_capacity_drops_the_oldest_tokens():
     [
         {"base": "gla", "num_memories": 3, "top_k": 2},
         {"base": "linear_attention", "shared_memory": False, "short_conv": 2},
+        {"router_conv": 3},
     ],
 )
 def test_prefill_decode_and_causality(opts):
@@ -328,6 +329,7 @@ def test_aux_loss_is_top_k_when_balanced_and_grows_with_imbalance():
         ({"chunk_size": 0}, "chunk_size"),
         ({"short_conv": -1}, "short_conv"),
         ({"dt_min": 0.2}, "dt_min"),
+        ({"router_conv": -1}, "router_conv"),
     ],
 )
 def test_bad_config_names_the_field(opts, field):
@@ -335,6 +337,22 @@ def test_bad_config_names_the_field(opts, field):
         MoMConfig(**opts)
     with pytest.raises(ValueError, match=field):
         build(**opts)
+
+
+def test_router_conv_starts_as_the_plain_router_and_routes_by_the_previous_token():
+    plain, conv = build(), build(router_conv=2)
+    nnx.update(conv, nnx.state(plain))  # same weights; the router conv stays at identity
+    assert_close("identity-initialised router conv", run(conv, x_in()), run(plain, x_in()), 1e-6)
+    # taps [0, 1]: the router reads x_{t−1}, so token t is routed as token t−1 was
+    conv.router_conv.weight[...] = jnp.zeros_like(conv.router_conv.weight[...]).at[1].set(1.0)
+    x = x_in()
+    shifted = jnp.pad(x[:, :-1], ((0, 0), (1, 0), (0, 0)))
+    np.testing.assert_array_equal(conv.route(shifted)[2], plain.route(shifted)[2])
+    seg = jnp.asarray(np.repeat([[0] * 10 + [1] * 14], 2, axis=0))
+    r_in, _ = conv.router_conv(x, segment_ids=seg)
+    np.testing.assert_array_equal(r_in[:, 10], 0)  # a segment start sees no earlier token
+    packed = run_packed(conv, x, seg)
+    assert_close("router conv, packed segment 2", packed[:, 10:], run(conv, x[:, 10:]), 1e-5)
 
 
 def test_initial_forgetting_options():
