@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 
 IMPLS_XLA = ("auto", "naive", "chunk")
+# Ops with a Pallas kernel in ``memarch.kernels`` also accept ``impl="pallas"``.
+IMPLS_PALLAS = (*IMPLS_XLA, "pallas")
 
 
 def check_qkv(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[int, int, int, int, int]:
