@@ -1,0 +1,439 @@
+"""Continual-forgetting evaluation (``../shared/reference/continual_forgetting.md`` §3).
+
+* :func:`evaluate_overwrite_stream` — task A: accuracy by lag (log₂ bins), by the key's
+  number of earlier overwrites and by writes since; errors classified as a stale value of the
+  same key, another key's value, or other (UNSET queries: false alarms);
+* :func:`segmented_retention` — task B: a model reads ``S`` segments one at a time, carrying
+  its mixers' caches; ``R[i, j]`` is the accuracy in segment ``i`` on facts written in
+  segment ``j``. ``reset=True`` starts every segment from an empty cache (the control whose
+  ``R(d ≥ 1)`` must be at chance);
+* :func:`continual_fact_training` — task C: trains one model on the tasks of a
+  :class:`~memarch.data.fact_stream.FactStream` in turn with the trainer's optimiser and
+  compiled step, evaluates every task every ``eval_every`` steps and at every task end, and
+  returns the accuracy matrix and the per-task curves for :mod:`memarch.eval.cl_metrics`.
+
+Evaluators that only need predictions take a **predictor**: ``predict(inputs int32[B, L]) ->
+int[B, L]`` (the predicted next token at every position); :func:`model_predictor` makes one
+from a model (argmax of the logits), and tests use oracle and uniform predictors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from memarch.data.fact_stream import FactStream, fact_rows
+from memarch.data.overwrite_stream import UNSET, OverwriteQuery, OverwriteStreamSource
+from memarch.data.overwrite_stream import chance_accuracy as overwrite_chance
+from memarch.data.segmented_recall import SegmentedRecallSource
+from memarch.data.segmented_recall import chance_accuracy as segmented_chance
+from memarch.data.source import IGNORE_INDEX, SyntheticSource
+from memarch.eval.cl_metrics import retention_by_distance, summary
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+ERROR_CLASSES = ("stale", "other_key", "other", "false_alarm")
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
+
+
+def model_predictor(model: nnx.Module) -> Predictor:
+    """``predict(inputs [B, L]) -> argmax logits [B, L]`` (one full forward pass, jitted)."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def run(state, inputs):
+        return jnp.argmax(nnx.merge(graphdef, state)(inputs)[0], axis=-1)
+
+    return lambda inputs: np.asarray(run(state, jnp.asarray(inputs, jnp.int32)))
+
+
+def _batches(source: SyntheticSource, batch_size: int):
+    """Yields ``(indices, {"inputs", "targets"}: int32[b, L])`` over the whole source."""
+    for lo in range(0, len(source), batch_size):
+        idx = range(lo, min(lo + batch_size, len(source)))
+        rows = [source[i] for i in idx]
+        yield idx, {k: np.stack([r[k] for r in rows]) for k in ("inputs", "targets")}
+
+
+def source_accuracy(predict: Predictor, source: SyntheticSource, *, batch_size: int = 64) -> float:
+    """Accuracy (prediction == target) over every labelled position of ``source``."""
+    _check_batch_size(batch_size)
+    correct = total = 0
+    for _, batch in _batches(source, batch_size):
+        mask = batch["targets"] != IGNORE_INDEX
+        pred = np.asarray(predict(batch["inputs"]))
+        correct += int(((pred == batch["targets"]) & mask).sum())
+        total += int(mask.sum())
+    return correct / max(total, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Task A: the overwrite stream
+
+
+def classify_error(prediction: int, query: OverwriteQuery) -> str:
+    """``"correct"``, or the error class of a wrong ``prediction``:
+
+    * UNSET label: ``"false_alarm"`` (the model answered for a key never written);
+    * ``"stale"``: an earlier value of the same key (proactive interference);
+    * ``"other_key"``: a value written to another key before the query;
+    * ``"other"``: anything else (values never written, keys, UNSET for a written key …).
+    """
+    prediction = int(prediction)
+    if prediction == query.label:
+        return "correct"
+    if query.unset:
+        return "false_alarm"
+    if prediction in query.stale_values:
+        return "stale"
+    if prediction in query.other_values:
+        return "other_key"
+    return "other"
+
+
+def log2_bin(lag: int) -> int:
+    """The log₂ bin ``b`` of a lag ``≥ 1``: lags ``[2^b, 2^(b+1))``."""
+    if lag < 1:
+        raise ValueError(f"lag must be >= 1; got {lag}")
+    return int(math.floor(math.log2(lag)))
+
+
+@dataclasses.dataclass
+class OverwriteReport:
+    """Results of :func:`evaluate_overwrite_stream` (``{bucket: (accuracy, count)}`` maps)."""
+
+    accuracy: float  # over all queries
+    num_queries: int
+    chance: float  # a uniform guess over the answers
+    by_lag: dict[int, tuple[float, int]]  # log₂ bin b of lag_tokens: lags [2^b, 2^(b+1))
+    by_lag_events: dict[int, tuple[float, int]]  # log₂ bin of lag_events
+    by_prior_updates: dict[int, tuple[float, int]]  # earlier overwrites of the key
+    by_writes_since: dict[int, tuple[float, int]]  # log₂ bin of 1 + writes of other keys since
+    errors: dict[str, int]  # ERROR_CLASSES -> count
+    false_alarm_rate: float  # wrong answers on UNSET queries / UNSET queries (nan if none)
+
+    def error_fractions(self) -> dict[str, float]:
+        """Each error class's share of all errors (0 when there is no error)."""
+        total = sum(self.errors.values())
+        return {k: (v / total if total else 0.0) for k, v in self.errors.items()}
+
+    def l50(self) -> int | None:
+        """L50: the lower edge ``2^b`` of the first lag bin whose accuracy has fallen at least
+        halfway from the first bin's accuracy to chance; None if no bin has."""
+        bins = sorted(self.by_lag)
+        if not bins:
+            return None
+        first = self.by_lag[bins[0]][0]
+        half = (first + self.chance) / 2
+        for b in bins[1:]:
+            if self.by_lag[b][0] <= half:
+                return 2**b
+        return None
+
+
+def _bucket(table: dict[int, list[int]], key: int, ok: bool) -> None:
+    cell = table.setdefault(key, [0, 0])
+    cell[0] += ok
+    cell[1] += 1
+
+
+def _rates(table: dict[int, list[int]]) -> dict[int, tuple[float, int]]:
+    return {k: (c / n, n) for k, (c, n) in sorted(table.items())}
+
+
+def evaluate_overwrite_stream(
+    predict: Predictor, source: OverwriteStreamSource, *, batch_size: int = 64
+) -> OverwriteReport:
+    """Scores ``predict`` on every query of ``source`` and buckets the results.
+
+    UNSET queries count in ``accuracy`` and ``false_alarm_rate`` but not in the lag /
+    overwrite buckets (they have no write).
+    """
+    _check_batch_size(batch_size)
+    by_lag: dict[int, list[int]] = {}
+    by_lag_events: dict[int, list[int]] = {}
+    by_updates: dict[int, list[int]] = {}
+    by_since: dict[int, list[int]] = {}
+    errors = dict.fromkeys(ERROR_CLASSES, 0)
+    correct = total = unset = unset_wrong = 0
+    for idx, batch in _batches(source, batch_size):
+        pred = np.asarray(predict(batch["inputs"]))
+        for row, i in enumerate(idx):
+            for q in source.queries(i):
+                cls = classify_error(pred[row, q.position], q)
+                ok = cls == "correct"
+                correct += ok
+                total += 1
+                if not ok:
+                    errors[cls] += 1
+                if q.unset:
+                    unset += 1
+                    unset_wrong += not ok
+                    continue
+                _bucket(by_lag, log2_bin(q.lag_tokens), ok)
+                _bucket(by_lag_events, log2_bin(q.lag_events), ok)
+                _bucket(by_updates, q.prior_updates, ok)
+                _bucket(by_since, log2_bin(1 + q.writes_since), ok)
+    return OverwriteReport(
+        accuracy=correct / max(total, 1),
+        num_queries=total,
+        chance=overwrite_chance(source.config),
+        by_lag=_rates(by_lag),
+        by_lag_events=_rates(by_lag_events),
+        by_prior_updates=_rates(by_updates),
+        by_writes_since=_rates(by_since),
+        errors=errors,
+        false_alarm_rate=unset_wrong / unset if unset else math.nan,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Task B: segmented retention
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _segment_step(graphdef, state, cache, tokens):
+    logits, cache = nnx.merge(graphdef, state)(tokens, cache=cache)
+    return logits, cache
+
+
+def segmented_logits(
+    model: nnx.Module, inputs: jax.Array, segment_len: int, *, reset: bool = False
+) -> jax.Array:
+    """Runs ``inputs [B, S·C]`` one segment of ``C`` tokens at a time: ``logits [B, S·C, V]``.
+
+    Each segment is a cached prefill ``model(x_s, cache=cache)``; the caches (every mixer's
+    memory) are carried to the next segment, so the result equals one forward pass over the
+    whole sequence. ``reset=True`` starts each segment from ``model.init_cache`` instead: no
+    information crosses a boundary, and segment ``s`` equals a forward pass over it alone.
+    """
+    inputs = jnp.asarray(inputs, jnp.int32)
+    if inputs.ndim != 2 or segment_len < 1 or inputs.shape[1] % segment_len:
+        raise ValueError(
+            f"inputs must be [B, S·segment_len] with segment_len={segment_len} >= 1; "
+            f"got {inputs.shape}"
+        )
+    b, total = inputs.shape
+    graphdef, state = nnx.split(model)
+    cache = None
+    out = []
+    for lo in range(0, total, segment_len):
+        if reset or cache is None:
+            cache = model.init_cache(b, total, jnp.float32)
+        logits, cache = _segment_step(graphdef, state, cache, inputs[:, lo : lo + segment_len])
+        out.append(logits)
+    return jnp.concatenate(out, axis=1)
+
+
+@dataclasses.dataclass
+class RetentionReport:
+    """Results of :func:`segmented_retention`."""
+
+    R: np.ndarray  # [S, S]: accuracy in segment i on facts of segment j (NaN: not asked)
+    counts: np.ndarray  # [S, S] int: queries behind each entry
+    by_distance: dict[int, float]  # R(d) = mean_i R[i + d, i]
+    chance: float
+    reset: bool
+
+    def pooled_by_distance(self) -> dict[int, float]:
+        """Accuracy over all queries at distance ``d`` (weighted by count, not by segment)."""
+        s = self.R.shape[0]
+        out = {}
+        for d in range(s):
+            n = np.diagonal(self.counts, offset=-d)
+            if n.sum():
+                ok = np.nansum(np.diagonal(self.R, offset=-d) * n)
+                out[d] = float(ok / n.sum())
+        return out
+
+
+def segmented_retention(
+    model: nnx.Module,
+    source: SegmentedRecallSource,
+    *,
+    reset: bool = False,
+    batch_size: int = 16,
+) -> RetentionReport:
+    """``R[i, j]`` over the queries of ``source`` read segment by segment (see
+    :func:`segmented_logits`); ``reset=True`` is the memory-reset control."""
+    _check_batch_size(batch_size)
+    s = source.config.num_segments
+    ok = np.zeros((s, s))
+    n = np.zeros((s, s), dtype=np.int64)
+    for idx, batch in _batches(source, batch_size):
+        logits = segmented_logits(
+            model, batch["inputs"], source.config.segment_len, reset=reset
+        )
+        pred = np.asarray(jnp.argmax(logits, axis=-1))
+        for row, i in enumerate(idx):
+            q = source.queries(i)
+            hit = pred[row, q["position"]] == batch["targets"][row, q["position"]]
+            np.add.at(ok, (q["query_segment"], q["write_segment"]), hit)
+            np.add.at(n, (q["query_segment"], q["write_segment"]), 1)
+    r = np.divide(ok, n, out=np.full((s, s), np.nan), where=n > 0)
+    return RetentionReport(
+        R=r,
+        counts=n,
+        by_distance=retention_by_distance(r),
+        chance=segmented_chance(source.config),
+        reset=reset,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Task C: fact-stream continual training
+
+
+@dataclasses.dataclass
+class ContinualResult:
+    """Results of :func:`continual_fact_training` (inputs of :mod:`memarch.eval.cl_metrics`)."""
+
+    model: nnx.Module  # the model after the last task
+    R: np.ndarray  # [T, T]: accuracy on task j after training task i
+    curves: np.ndarray  # [N, T]: accuracy on task j at evaluation n
+    steps: np.ndarray  # [N]: training step of evaluation n (0 = at initialisation)
+    task_ends: np.ndarray  # [T]: step at which training on task j ended
+    baseline: np.ndarray  # [T]: accuracy at initialisation (b_j of FWT)
+    losses: np.ndarray  # [total steps]: training loss per step
+    metrics: dict[str, float]  # cl_metrics.summary(R)
+
+
+def _fact_evaluator(graphdef: Any, stream: FactStream) -> Callable[[Any], np.ndarray]:
+    """``evaluate(params) -> accuracy [T]`` on every task's facts (one jitted call per task)."""
+
+    @jax.jit
+    def correct(params, inputs, targets):
+        logits = nnx.merge(graphdef, params)(inputs)[0]
+        return ((jnp.argmax(logits, -1) == targets) & (targets != IGNORE_INDEX)).sum()
+
+    rows = [fact_rows(*stream.facts(j)) for j in range(stream.config.num_tasks)]
+    n = stream.config.facts_per_task
+
+    def evaluate(params) -> np.ndarray:
+        hits = [correct(params, r["inputs"], r["targets"]) for r in rows]
+        return np.asarray(jax.device_get(hits), dtype=np.float64) / n
+
+    return evaluate
+
+
+def continual_fact_training(
+    cfg: Any,
+    stream: FactStream,
+    *,
+    eval_every: int,
+    log: Callable[[str], None] | None = None,
+) -> ContinualResult:
+    """Trains ``build_model(cfg)`` on tasks ``0 … T−1`` of ``stream`` in turn.
+
+    ``cfg`` is a :class:`~memarch.train.config.TrainConfig`: its model, optimiser, batch size,
+    seed, ``grad_accum_steps``, ``compute_dtype`` and ``on_nonfinite`` are used (``cfg.data``
+    and ``cfg.num_steps`` are not: each task runs ``stream.steps_per_task(batch_size)`` steps,
+    and one optimiser state and schedule span all tasks). Single device.
+
+    Evaluation (recall: argmax at the arrow == value) of every task at step 0, every
+    ``eval_every`` steps and at the end of every task; ``R[i]`` is the evaluation at the end of
+    task ``i``. Config errors are raised before anything is built or compiled.
+    """
+    from memarch.train.optimizer import make_optimizer
+    from memarch.train.step import init_state, make_train_step
+    from memarch.train.trainer import build_model
+    from memarch.train.validation import validate
+
+    if not isinstance(stream, FactStream):
+        raise ValueError(f"stream must be a FactStream; got {type(stream).__name__}")
+    stream.config.validate()
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(f"eval_every must be an int >= 1 (steps); got {eval_every!r}")
+    sc = stream.config
+    # the trainer's checks, with the stream's vocabulary standing in for the data section's
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, vocab_size=sc.vocab_size))
+    validate(cfg, 1)
+    per_task = stream.steps_per_task(cfg.batch_size)
+    total = per_task * sc.num_tasks
+
+    tx = make_optimizer(cfg.optim, total)
+    model = build_model(cfg)
+    graphdef = nnx.split(model, nnx.Param)[0]
+    state = init_state(model, tx, cfg.seed)
+    step_fn = make_train_step(
+        graphdef,
+        tx,
+        grad_accum_steps=cfg.grad_accum_steps,
+        compute_dtype=cfg.compute_dtype,
+        skip_nonfinite=cfg.on_nonfinite == "skip",
+    )
+    evaluate = _fact_evaluator(graphdef, stream)
+
+    baseline = evaluate(state["params"])
+    curves, steps = [baseline], [0]
+    r = np.full((sc.num_tasks, sc.num_tasks), np.nan)
+    task_ends = np.zeros(sc.num_tasks, dtype=np.int64)
+    losses: list[Any] = []
+    done = 0
+    for task in range(sc.num_tasks):
+        for s in range(per_task):
+            batch = stream.train_batch(task, s, cfg.batch_size)
+            state, metrics = step_fn(state, batch)
+            losses.append(metrics["loss"])
+            done += 1
+            end = s == per_task - 1
+            if done % eval_every and not end:
+                continue
+            if cfg.on_nonfinite == "stop":
+                bad = [i for i, x in enumerate(jax.device_get(losses)) if not np.isfinite(x)]
+                if bad:
+                    raise FloatingPointError(
+                        f"{cfg.name}: non-finite loss at step {bad[0] + 1} (task {task})"
+                    )
+            curves.append(evaluate(state["params"]))
+            steps.append(done)
+        r[task] = curves[-1]
+        task_ends[task] = done
+        if log is not None:
+            log(f"{cfg.name}: task {task} done at step {done}; accuracy {np.round(r[task], 3)}")
+    return ContinualResult(
+        model=nnx.merge(graphdef, state["params"]),
+        R=r,
+        curves=np.stack(curves),
+        steps=np.asarray(steps),
+        task_ends=task_ends,
+        baseline=baseline,
+        losses=np.asarray(jax.device_get(losses), dtype=np.float64),
+        metrics=summary(r),
+    )
+
+
+def bucket_table(report: Mapping[int, tuple[float, int]], label: str) -> str:
+    """A markdown table of ``{bucket: (accuracy, count)}`` (e.g. ``report.by_lag``)."""
+    rows = [f"| {label} | accuracy | queries |", "|---|---|---|"]
+    rows += [f"| {k} | {a:.3f} | {n} |" for k, (a, n) in report.items()]
+    return "\n".join(rows)
+
+
+__all__ = [
+    "ERROR_CLASSES",
+    "ContinualResult",
+    "OverwriteReport",
+    "RetentionReport",
+    "UNSET",
+    "bucket_table",
+    "classify_error",
+    "continual_fact_training",
+    "evaluate_overwrite_stream",
+    "log2_bin",
+    "model_predictor",
+    "segmented_logits",
+    "segmented_retention",
+    "source_accuracy",
+]
