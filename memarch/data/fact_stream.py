@@ -191,9 +191,7 @@ class FactStream:
             batch = {k: np.concatenate([batch[k], old[k]]) for k in batch}
         elif replay:  # task 0 has nothing to replay: fill with its own facts
             more = [src[(step * new + new + r) % len(src)] for r in range(replay)]
-            batch = {
-                k: np.concatenate([batch[k], np.stack([m[k] for m in more])]) for k in batch
-            }
+            batch = {k: np.concatenate([batch[k], np.stack([m[k] for m in more])]) for k in batch}
         return batch
 
 

@@ -166,7 +166,7 @@ def _generate(
     half = v // 2
     rng = np.random.default_rng([seed, index])
     keys = FIRST_KEY + rng.choice(half - FIRST_KEY, size=k_live, replace=False)
-    fresh = iter((half + rng.choice(config.num_values, size=config.num_events, replace=False)))
+    fresh = iter(half + rng.choice(config.num_values, size=config.num_events, replace=False))
     inputs = np.zeros(config.seq_len, dtype=np.int32)
     targets = np.full(config.seq_len, IGNORE_INDEX, dtype=np.int32)
     history: list[list[tuple[int, int]]] = [[] for _ in range(k_live)]  # (value, event) writes
@@ -178,14 +178,13 @@ def _generate(
         pos = 2 * e + 1
         inputs[2 * e], inputs[pos] = QUERY, keys[slot]
         hist = history[slot]
-        others = tuple(
-            val for other, h in enumerate(history) if other != slot for val, _ in h
-        )
+        others = tuple(val for other, h in enumerate(history) if other != slot for val, _ in h)
         if not hist:
             targets[pos] = UNSET
             queries.append(
-                OverwriteQuery(pos, int(keys[slot]), UNSET, e, -1, -1, -1, -1, -1, (), others,
-                               final)
+                OverwriteQuery(
+                    pos, int(keys[slot]), UNSET, e, -1, -1, -1, -1, -1, (), others, final
+                )
             )
             return
         value, w_event = hist[-1]

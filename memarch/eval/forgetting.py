@@ -242,19 +242,18 @@ class RetentionReport:
 
     R: np.ndarray  # [S, S]: accuracy in segment i on facts of segment j (NaN: not asked)
     counts: np.ndarray  # [S, S] int: queries behind each entry
+    correct: np.ndarray  # [S, S] int: correct answers among them
     by_distance: dict[int, float]  # R(d) = mean_i R[i + d, i]
     chance: float
     reset: bool
 
     def pooled_by_distance(self) -> dict[int, float]:
         """Accuracy over all queries at distance ``d`` (weighted by count, not by segment)."""
-        s = self.R.shape[0]
         out = {}
-        for d in range(s):
-            n = np.diagonal(self.counts, offset=-d)
-            if n.sum():
-                ok = np.nansum(np.diagonal(self.R, offset=-d) * n)
-                out[d] = float(ok / n.sum())
+        for d in range(self.R.shape[0]):
+            n = np.diagonal(self.counts, offset=-d).sum()
+            if n:
+                out[d] = float(np.diagonal(self.correct, offset=-d).sum() / n)
         return out
 
 
@@ -269,12 +268,10 @@ def segmented_retention(
     :func:`segmented_logits`); ``reset=True`` is the memory-reset control."""
     _check_batch_size(batch_size)
     s = source.config.num_segments
-    ok = np.zeros((s, s))
+    ok = np.zeros((s, s), dtype=np.int64)
     n = np.zeros((s, s), dtype=np.int64)
     for idx, batch in _batches(source, batch_size):
-        logits = segmented_logits(
-            model, batch["inputs"], source.config.segment_len, reset=reset
-        )
+        logits = segmented_logits(model, batch["inputs"], source.config.segment_len, reset=reset)
         pred = np.asarray(jnp.argmax(logits, axis=-1))
         for row, i in enumerate(idx):
             q = source.queries(i)
@@ -285,6 +282,7 @@ def segmented_retention(
     return RetentionReport(
         R=r,
         counts=n,
+        correct=ok,
         by_distance=retention_by_distance(r),
         chance=segmented_chance(source.config),
         reset=reset,

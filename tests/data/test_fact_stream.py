@@ -52,7 +52,9 @@ def test_determinism_and_seed_disjointness():
     for j in range(CFG.num_tasks):
         for x, y in zip(a.facts(j), b.facts(j), strict=True):
             np.testing.assert_array_equal(x, y)
-    np.testing.assert_array_equal(a.train_batch(2, 3, 8)["inputs"], b.train_batch(2, 3, 8)["inputs"])
+    np.testing.assert_array_equal(
+        a.train_batch(2, 3, 8)["inputs"], b.train_batch(2, 3, 8)["inputs"]
+    )
     pairs = lambda s: {tuple(k) for j in range(3) for k in s.facts(j)[0].tolist()}
     # another seed draws other facts (a few key pairs may coincide by chance: 120 of 841)
     assert len(pairs(a) & pairs(c)) < 40
@@ -100,7 +102,9 @@ def test_rehearsal_replays_earlier_tasks_with_the_right_weights(kind):
             assert t < 3
             counts[t] += 1
     w = np.array([3.0, 2.0, 1.0]) ** -2 if kind == "power" else np.ones(3)
-    np.testing.assert_allclose(counts[:3] / counts.sum(), w / w.sum(), atol=0.04)  # 2000 draws: σ <= 0.011
+    np.testing.assert_allclose(
+        counts[:3] / counts.sum(), w / w.sum(), atol=0.04
+    )  # 2000 draws: σ <= 0.011
     # task 0 has nothing to replay: its batches are all its own facts
     first = stream.train_batch(0, 0, 8)
     assert all(owner[tuple(r[1:3])] == 0 for r in first["inputs"].tolist())

@@ -22,7 +22,9 @@ def test_matrix_metrics_match_hand_computed_values():
     assert cl.forgetting(R3) == pytest.approx(0.25)
     assert cl.forgetting(R3, relative=True) == pytest.approx((0.4 / 0.9 + 0.1 / 0.8) / 2)
     # FWT reads the superdiagonal R[j-1, j] against the random-init baseline b_j
-    assert cl.forward_transfer(R3, [0.1, 0.05, 0.1]) == pytest.approx(((0.1 - 0.05) + (0.3 - 0.1)) / 2)
+    assert cl.forward_transfer(R3, [0.1, 0.05, 0.1]) == pytest.approx(
+        ((0.1 - 0.05) + (0.3 - 0.1)) / 2
+    )
     expected = (0.9 + (0.6 + 0.8) / 2 + (0.5 + 0.7 + 0.95) / 3) / 3
     assert cl.average_incremental_accuracy(R3) == pytest.approx(expected)
     s = cl.summary(R3)
