@@ -49,8 +49,9 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from memarch.kernels import _platform
 from memarch.ops import _checks
+
+from . import _platform
 
 Schedule = Literal["grid", "loop"]
 SCHEDULES = ("grid", "loop")
@@ -123,7 +124,9 @@ def _chunk_setup(q, k, v, beta, gcol, grow):
     g_last = jnp.sum(jnp.where(last, gcol, 0.0), axis=0, keepdims=True)  # γ_C as [1, 1]
     w = _mm(a, (beta * eg) * k)
     u = _mm(a, beta * v)
-    return dict(row=row, col=col, gamma=gamma, kk=kk, a=a, eg=eg, last=last, g_last=g_last, w=w, u=u)
+    return dict(
+        row=row, col=col, gamma=gamma, kk=kk, a=a, eg=eg, last=last, g_last=g_last, w=w, u=u
+    )
 
 
 def _chunk_forward(q, k, v, beta, gcol, grow, s, scale: float):
