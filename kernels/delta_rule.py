@@ -436,10 +436,15 @@ def _padded_dim(d: int) -> int:
     return max(MIN_CHUNK, 1 << (d - 1).bit_length())
 
 
+def chunk_size_supported(chunk_size: int) -> bool:
+    """Whether the kernels take this chunk size (a power of two ≥ 16)."""
+    return chunk_size >= MIN_CHUNK and not chunk_size & (chunk_size - 1)
+
+
 def check_chunk_size(chunk_size: int) -> None:
-    """The kernels need a power-of-two chunk of at least 16 tokens."""
+    """Raises ValueError unless ``chunk_size`` is a power of two ≥ 16."""
     _checks.check_chunk_size(chunk_size)
-    if chunk_size < MIN_CHUNK or chunk_size & (chunk_size - 1):
+    if not chunk_size_supported(chunk_size):
         raise ValueError(
             f"chunk_size must be a power of two ≥ {MIN_CHUNK} for impl='pallas'; got {chunk_size}"
         )
