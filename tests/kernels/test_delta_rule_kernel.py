@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from memarch.kernels import delta_rule as kernel
+
 from memarch.ops.delta_rule import delta_rule
 from memarch.ops.gated_delta_rule import gated_delta_rule, resolve_impl
 from memarch.testing import assert_close
@@ -151,7 +151,7 @@ def test_tpu_interpreter_nan_poisoned(schedule):
 
 def test_bf16():
     args = make_inputs(3, 37, gate=STRONG)
-    low = {n: x.astype(jnp.bfloat16) if n in ("q", "k", "v", "beta") else x for n, x in args.items()}
+    low = {n: x.astype(jnp.bfloat16) if n in "q k v beta".split() else x for n, x in args.items()}
     ref = run(op_fn(True, "naive"), {n: x.astype(jnp.float32) for n, x in low.items()})
     out = run(op_fn(True, "pallas", 16), low)
     assert out["o"].dtype == jnp.bfloat16 and out["S_T"].dtype == jnp.float32
@@ -166,6 +166,28 @@ def test_zero_gate_is_plain_delta_rule():
     out = run(kernel_fn(16), zeros)
     del out["dg"]
     assert_all_close(out, run(kernel_fn(16), plain), 1e-6)
+
+
+def test_without_final_state():
+    """output_final_state=False: no state returned; the gradients see dS_T = 0."""
+    args = _inputs(0, 37, WEAK, True, True)
+
+    def loss(impl):
+        def fn(a):
+            o, s = gated_delta_rule(
+                *(a[n] for n in NAMES[:5]), initial_state=a["initial_state"], impl=impl,
+                chunk_size=16,
+            )  # fmt: skip
+            assert s is None
+            return jnp.sum(o * jnp.cos(o)), o
+
+        return jax.jit(jax.value_and_grad(fn, has_aux=True))(args)
+
+    (_, o), grads = loss("pallas")
+    (_, o_ref), grads_ref = loss("naive")
+    assert_close("o", o, o_ref, F32_TOL)
+    for name in NAMES:
+        assert_close(f"d{name}", grads[name], grads_ref[name], F32_TOL)
 
 
 # ----------------------------------------------------------------------------------------------
