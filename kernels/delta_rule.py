@@ -314,15 +314,16 @@ def _specs(schedule: Schedule, n: int, chunk: int, reverse: bool = False):
     )
 
 
-def _grid_args(schedule: Schedule, shape: tuple[int, ...], n: int, semantics_last: str):
+def _grid_args(schedule: Schedule, shape: tuple[int, ...], n: int):
+    """Grid and compiler params: the chunk axis (grid schedule) carries state: "arbitrary"."""
     b, h = shape[:2]
     if schedule == "grid":
-        return (b, h, n), _platform.compiler_params(("parallel", "parallel", semantics_last))
+        return (b, h, n), _platform.compiler_params(("parallel", "parallel", "arbitrary"))
     return (b, h), _platform.compiler_params(("parallel", "parallel"))
 
 
 def _gate_layout(beta, gam, schedule: Schedule, n: int, chunk: int):
-    b, h, tp = gam.shape
+    b, h, _ = gam.shape
     grow = gam.reshape(b, h, n, 1, chunk) if schedule == "grid" else gam.reshape(b, h, n, chunk)
     return beta[..., None], gam[..., None], grow
 
@@ -332,7 +333,7 @@ def _forward_call(q, k, v, beta, gam, s0, *, scale, chunk, interpret, schedule, 
     vp = v.shape[-1]
     n = tp // chunk
     tok, row_spec, state_spec, chunk_state_spec = _specs(schedule, n, chunk)
-    grid, params = _grid_args(schedule, q.shape, n, "arbitrary")
+    grid, params = _grid_args(schedule, q.shape, n)
     out_shape = [
         jax.ShapeDtypeStruct((b, h, tp, vp), F32),
         jax.ShapeDtypeStruct((b, h, kp, vp), F32),
@@ -366,7 +367,7 @@ def _backward_call(q, k, v, beta, gam, states, d_o, d_sf, *, scale, chunk, inter
     vp = v.shape[-1]
     n = tp // chunk
     tok, row_spec, state_spec, chunk_state_spec = _specs(schedule, n, chunk, reverse=True)
-    grid, params = _grid_args(schedule, q.shape, n, "arbitrary")
+    grid, params = _grid_args(schedule, q.shape, n)
     if schedule == "grid":
         body = functools.partial(_bwd_grid_kernel, n_chunks=n)
         scratch = [pltpu.VMEM((kp, vp), F32)]
