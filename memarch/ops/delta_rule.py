@@ -24,7 +24,11 @@ changes, the state is reset to zero before that token; ``initial_state`` applies
 first segment.
 
 Implementations: ``"naive"`` is an fp32 ``lax.scan`` over tokens calling
-:func:`delta_rule_step` (the specification); ``"chunk"`` (= ``"auto"``) is the WY/UT form.
+:func:`delta_rule_step` (the specification); ``"chunk"`` is the WY/UT form in XLA;
+``"pallas"`` the same form as Pallas kernels (:mod:`memarch.kernels.delta_rule`), with the
+rules of :func:`memarch.ops.gated_delta_rule.resolve_impl` (power-of-two ``chunk_size`` ≥ 16;
+falls back to ``"chunk"`` with ``segment_ids``); ``"auto"`` is ``"pallas"`` on GPU and TPU
+backends where it applies, ``"chunk"`` elsewhere.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import jax.numpy as jnp
 
 from memarch.ops import _checks
 from memarch.ops._chunk_delta import check_step_args, chunk_delta, delta_step, recurrent_scan
+from memarch.ops.gated_delta_rule import resolve_impl
 
 
 def delta_rule_step(
@@ -69,13 +74,22 @@ def delta_rule(
     chunk_size: int = 64,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Delta rule over a sequence; returns (o ``[B, T, H, V]``, final state or None)."""
-    _checks.check_impl(impl)
+    _checks.check_impl(impl, _checks.IMPLS_PALLAS)
     _checks.check_chunk_size(chunk_size)
     bsz, t, h, dk, dv = _checks.check_qkv(q, k, v)
     _checks.check_beta(beta, q)
     _checks.check_state(initial_state, q, v)
     _checks.check_segment_ids(segment_ids, q)
+    impl = resolve_impl(impl, segment_ids, chunk_size)
     s = _checks.resolve_scale(scale, dk)
+    if impl == "pallas":
+        from memarch.kernels.delta_rule import gated_delta_rule_pallas
+
+        o, final = gated_delta_rule_pallas(
+            q, k, v, beta, None, scale=s, initial_state=initial_state,
+            output_final_state=output_final_state, chunk_size=chunk_size,
+        )  # fmt: skip
+        return o, final
     f32 = jnp.float32
     state = jnp.zeros((bsz, h, dk, dv), f32) if initial_state is None else initial_state.astype(f32)
 

@@ -25,8 +25,12 @@ before that token; ``initial_state`` applies to each row's first segment and the
 the state after the last token (see :mod:`memarch.ops._chunk_delta` for the chunk masks).
 
 Implementations: ``"naive"`` is an fp32 ``lax.scan`` over tokens calling
-:func:`gated_delta_rule_step` (the specification); ``"chunk"`` (= ``"auto"``) is the WY/UT form,
-parallel within a chunk with a ``lax.scan`` over chunks for the state.
+:func:`gated_delta_rule_step` (the specification); ``"chunk"`` is the WY/UT form in XLA,
+parallel within a chunk with a loop over chunks for the state; ``"pallas"`` is the same form as
+Pallas kernels (:mod:`memarch.kernels.delta_rule`; compiled on GPU/TPU, interpreted on CPU),
+which needs a power-of-two ``chunk_size`` ≥ 16 and does not take ``segment_ids`` (with
+``segment_ids`` it falls back to ``"chunk"``). ``"auto"`` picks ``"pallas"`` on GPU and TPU
+backends when it applies (no ``segment_ids``, a supported ``chunk_size``), ``"chunk"`` elsewhere.
 """
 
 from __future__ import annotations
@@ -38,6 +42,27 @@ import jax.numpy as jnp
 
 from memarch.ops import _checks
 from memarch.ops._chunk_delta import check_step_args, chunk_delta, delta_step, recurrent_scan
+
+
+def resolve_impl(impl: str, segment_ids: jax.Array | None, chunk_size: int) -> str:
+    """The implementation that runs: ``"naive"``, ``"chunk"`` or ``"pallas"``.
+
+    ``"pallas"`` falls back to ``"chunk"`` with ``segment_ids`` (the kernels do not pack
+    sequences) and raises ValueError for a chunk size the kernels do not take; ``"auto"`` is
+    ``"pallas"`` on GPU/TPU backends where it applies, ``"chunk"`` elsewhere.
+    """
+    _checks.check_impl(impl, _checks.IMPLS_PALLAS)
+    if impl == "naive" or impl == "chunk":
+        return impl
+    if impl == "auto" and jax.default_backend() not in ("gpu", "tpu"):
+        return "chunk"
+    from memarch.kernels import delta_rule as kernel  # Pallas is imported only when used
+
+    if impl == "pallas":
+        kernel.check_chunk_size(chunk_size)
+        return "chunk" if segment_ids is not None else "pallas"
+    ok = segment_ids is None and kernel.chunk_size_supported(chunk_size)
+    return "pallas" if ok else "chunk"
 
 
 def gated_delta_rule_step(
@@ -73,14 +98,23 @@ def gated_delta_rule(
     chunk_size: int = 64,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Gated delta rule over a sequence; returns (o ``[B, T, H, V]``, final state or None)."""
-    _checks.check_impl(impl)
+    _checks.check_impl(impl, _checks.IMPLS_PALLAS)
     _checks.check_chunk_size(chunk_size)
     bsz, t, h, dk, dv = _checks.check_qkv(q, k, v)
     _checks.check_gate("g", g, q, per_channel_ok=False)
     _checks.check_beta(beta, q)
     _checks.check_state(initial_state, q, v)
     _checks.check_segment_ids(segment_ids, q)
+    impl = resolve_impl(impl, segment_ids, chunk_size)
     s = _checks.resolve_scale(scale, dk)
+    if impl == "pallas":
+        from memarch.kernels.delta_rule import gated_delta_rule_pallas
+
+        o, final = gated_delta_rule_pallas(
+            q, k, v, beta, g, scale=s, initial_state=initial_state,
+            output_final_state=output_final_state, chunk_size=chunk_size,
+        )  # fmt: skip
+        return o, final
     f32 = jnp.float32
     state = jnp.zeros((bsz, h, dk, dv), f32) if initial_state is None else initial_state.astype(f32)
 

@@ -231,7 +231,7 @@ BAD_CALLS = [
     ("segment_ids", lambda a: {"segment_ids": np.zeros((1, 5), np.int32)}),
     ("chunk_size", lambda a: {"chunk_size": 0}),
     ("chunk_size", lambda a: {"chunk_size": 8.0}),
-    ("impl", lambda a: {"impl": "pallas"}),
+    ("impl", lambda a: {"impl": "fused"}),
 ]
 
 
