@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from memarch.kernels import delta_rule as kernel
 
+from memarch.kernels import delta_rule as kernel
 from memarch.ops.delta_rule import delta_rule
 from memarch.ops.gated_delta_rule import gated_delta_rule, resolve_impl
 from memarch.testing import assert_close
