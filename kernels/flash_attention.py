@@ -296,7 +296,7 @@ def _fwd_kernel(st: _Static, in_names, out_names, *refs):
             jnp.zeros((st.block_q, ins["v"].shape[-1]), _F32),
         )
         kside = _names(st, _KSIDE)
-        body = lambda j, c: step(j, c, _side(ins, kside, j * st.block_k, st.block_k))  # noqa: E731
+        body = lambda j, c: step(j, c, _side(ins, kside, j * st.block_k, st.block_k))
         write(*lax.fori_loop(lo, hi + 1, body, init))
         return
 
@@ -343,7 +343,7 @@ def _dq_kernel(st: _Static, in_names, out_names, *refs):
     if st.variant == "loop":
         init = tuple(jnp.zeros(s, _F32) for s in init_shapes)
         kside = _names(st, _KSIDE)
-        body = lambda j, c: step(j, c, _side(ins, kside, j * st.block_k, st.block_k))  # noqa: E731
+        body = lambda j, c: step(j, c, _side(ins, kside, j * st.block_k, st.block_k))
         write(*lax.fori_loop(lo, hi + 1, body, init))
         return
 
@@ -400,7 +400,7 @@ def _dkv_kernel(st: _Static, in_names, out_names, *refs):
     if st.variant == "loop":
         init = tuple(jnp.zeros(s, _F32) for s in shapes)
         qside = _names(st, _QSIDE)
-        body = lambda i, c: step(i, c, _side(ins, qside, i * st.block_q, st.block_q))  # noqa: E731
+        body = lambda i, c: step(i, c, _side(ins, qside, i * st.block_q, st.block_q))
         write(*lax.fori_loop(lo, hi + 1, body, init))
         return
 

@@ -360,7 +360,7 @@ def decay_attention(
         )
         o = _naive(qg, k, v, lam, slope, pos, seg_mask, scale, window)
     elif impl == "pallas" or (impl == "auto" and jax.default_backend() in ("gpu", "tpu")):
-        per_q = lambda x: None if x is None else x.reshape(b, t, h)  # noqa: E731
+        per_q = lambda x: None if x is None else x.reshape(b, t, h)
         o = flash_attention(
             q,
             k,
