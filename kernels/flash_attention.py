@@ -205,7 +205,9 @@ def _spec(name: str, arr_shape, blk: int, seq_block: Callable, head: Callable):
     )
 
 
-def _call(st: _Static, kernel, arrays: dict, out_shapes: dict, scratch, *, rows: str):
+def _call(
+    st: _Static, kernel, arrays: dict, out_shapes: dict, scratch, *, rows: str, num_warps: int = 4
+):
     """One pallas_call. ``rows`` = "q" (one program per query block: forward, dq) or "k" (per
     key block: dk, dv). The other side is the inner axis: a grid axis or an in-kernel loop."""
     b, h = arrays["q"].shape[:2]
@@ -259,7 +261,7 @@ def _call(st: _Static, kernel, arrays: dict, out_shapes: dict, scratch, *, rows:
         out_specs=out_specs,
         scratch_shapes=scratch_shapes,
         interpret=_platform.resolve_interpret(st.interpret),
-        compiler_params=_platform.compiler_params(semantics),
+        compiler_params=_platform.compiler_params(semantics, num_warps=num_warps),
     )(*arrays.values())
 
 
@@ -374,8 +376,9 @@ def _dkv_kernel(st: _Static, in_names, out_names, *refs):
         dk, dv, dlam, dslope = carry
         s, mask, dt = _scores(st, qs["q"], kv["k"], i * st.block_q, j * st.block_k, qs, kv)
         p, ds = _grad_block(st, s, mask, qs["lse"], qs["delta"], qs["do"], kv["v"])
-        dv = dv + _dot(p.astype(qs["do"].dtype), qs["do"], ((0,), (0,)), st)
-        dk = dk + _dot(ds.astype(qs["q"].dtype), qs["q"], ((0,), (0,)), st)
+        # Transposed left operands are explicit (.T): the form Mosaic TPU lowers directly.
+        dv = dv + _dot(p.T.astype(qs["do"].dtype), qs["do"], ((1,), (0,)), st)
+        dk = dk + _dot(ds.T.astype(qs["q"].dtype), qs["q"], ((1,), (0,)), st)
         if st.has_lam:
             dlam = dlam - jnp.sum(ds, axis=0, keepdims=True)
         if st.has_slope:
@@ -487,7 +490,7 @@ def _backward(st: _Static, res, do):
     if st.has_lam:
         dq_out["dlam_q"] = jax.ShapeDtypeStruct((b, h, tp, 1), _F32)
     dq_scratch = [(st.block_q, dp), (st.block_q, 1)]
-    dq_res = _call(st, _dq_kernel, arrays, dq_out, dq_scratch, rows="q")
+    dq_res = _call(st, _dq_kernel, arrays, dq_out, dq_scratch, rows="q", num_warps=8)
     vp = o_t.shape[-1]
     dkv_out = {
         "dk": jax.ShapeDtypeStruct((b, h, tp, dp), _F32),
@@ -498,7 +501,7 @@ def _backward(st: _Static, res, do):
     if st.has_slope:
         dkv_out["dslope"] = jax.ShapeDtypeStruct((b, h, 1, tp), _F32)
     dkv_scratch = [(st.block_k, dp), (st.block_k, vp), (1, st.block_k), (1, st.block_k)]
-    dkv_res = _call(st, _dkv_kernel, arrays, dkv_out, dkv_scratch, rows="k")
+    dkv_res = _call(st, _dkv_kernel, arrays, dkv_out, dkv_scratch, rows="k", num_warps=8)
     grads = dict(zip(dq_out, dq_res, strict=True)) | dict(zip(dkv_out, dkv_res, strict=True))
 
     def back(x, n):  # [B, H, Tp, X] -> [B, T, H, n]
@@ -584,15 +587,21 @@ def flash_attention(
             f"q, k, v must have shapes [B, T, H, D], [B, T, H_kv, D], [B, T, H_kv, V] with "
             f"H_kv dividing H; got {q.shape}, {k.shape}, {v.shape}"
         )
+    if not (q.dtype == k.dtype == v.dtype and jnp.issubdtype(q.dtype, jnp.floating)):
+        raise ValueError(f"q, k, v must share one float dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
     for name, x in (("lam", lam), ("slope", slope)):
         if x is not None and x.shape != (b, t, h):
             raise ValueError(f"{name} must have shape {(b, t, h)} ([B, T, H]); got {x.shape}")
+        if x is not None and not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"{name} must be floating point; got {x.dtype}")
     if segment_ids is not None and segment_ids.shape != (b, t):
         raise ValueError(f"segment_ids must have shape {(b, t)} ([B, T]); got {segment_ids.shape}")
     for name, blk in (("block_q", block_q), ("block_k", block_k)):
         if not isinstance(blk, int) or isinstance(blk, bool) or blk <= 0:
             raise ValueError(f"{name} must be a positive int; got {blk!r}")
-    if window is not None and (not isinstance(window, int) or window <= 0):
+    if window is not None and (
+        not isinstance(window, int) or isinstance(window, bool) or window <= 0
+    ):
         raise ValueError(f"window must be a positive int or None; got {window!r}")
     _platform.resolve_interpret(interpret)  # validates
     compiled_gpu = _platform.resolve_interpret(interpret) is False and _platform.backend() == "gpu"

@@ -215,6 +215,10 @@ def test_rejects_bad_input(monkeypatch):
         flash_attention(q, k[:, :5], v, **kw)
     with pytest.raises(ValueError, match=r"lam must have shape \(1, 8, 2\)"):
         flash_attention(q, k, v, f[..., :1], **kw)
+    with pytest.raises(ValueError, match="q, k, v must share one float dtype"):
+        flash_attention(q, k.astype(jnp.bfloat16), v, **kw)
+    with pytest.raises(ValueError, match="lam must be floating point"):
+        flash_attention(q, k, v, jnp.zeros((1, 8, 2), jnp.int32), **kw)
     with pytest.raises(ValueError, match=r"slope must have shape"):
         flash_attention(q, k, v, None, a, **kw)  # per-KV-head slope: the op broadcasts it
     with pytest.raises(ValueError, match="segment_ids must have shape"):
