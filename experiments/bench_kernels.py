@@ -262,8 +262,8 @@ def main() -> None:
                 speed = s / times["pallas"]
                 rows.append(
                     f"| {op} | {t} | {impl} | {s * 1e3:.2f} | {speed:.2f}x "
-                    f"| {fl / s / 1e12:.1f} ({100 * fl / s / flops_ceil:.0f}%) "
-                    f"| {by / s / 1e9:.0f} ({100 * by / s / bw_ceil:.0f}%) |"
+                    f"| {fl / s / 1e12:.3g} ({100 * fl / s / flops_ceil:.0f}%) "
+                    f"| {by / s / 1e9:.3g} ({100 * by / s / bw_ceil:.0f}%) |"
                 )
                 print(rows[-1], flush=True)
             if op == "attention":
