@@ -24,12 +24,15 @@ H_kv (grouped-query attention: query head ``h`` reads KV head ``h // (H / H_kv)`
 reset (its differences never cross a boundary) and ``t − i`` is the distance inside a segment.
 
 Implementations (``impl``): ``"naive"`` materialises the ``T × T`` logits (the reference);
-``"blockwise"`` (= ``"auto"``) scans over key blocks of ``block_size`` with an online softmax,
+``"blockwise"`` scans over key blocks of ``block_size`` with an online softmax,
 holding ``T × block_size`` logits at a time and never the ``T × T`` matrix. Its backward pass
 (``jax.custom_vjp``) is flash-attention style: it saves only the output and the per-query
 log-sum-exp, and recomputes each key block's weights, so training memory is O(T·D) as well;
 the gradients of Λ and a are reduced per block (``dΛ``, then autodiff's reverse cumsum gives
-``d log f``).
+``d log f``). ``"pallas"`` is the flash-attention kernel
+:func:`memarch.kernels.flash_attention.flash_attention` (forward and backward Pallas kernels,
+the bias computed in-kernel from Λ and a; compiled on GPU/TPU, interpreted on CPU).
+``"auto"`` is ``"pallas"`` on GPU and TPU and ``"blockwise"`` elsewhere (the XLA fallback).
 
 :func:`decay_attention_cached` attends a few queries to an explicit key set with absolute
 positions (a decode cache, possibly after eviction) and also returns the attention weights,
@@ -43,9 +46,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from memarch.kernels.flash_attention import flash_attention
 from memarch.ops import _checks
 
-IMPLS = ("auto", "naive", "blockwise")
+IMPLS = ("auto", "naive", "blockwise", "pallas")
 _NEG = -1e30  # finite "−∞" for masked logits: keeps the online softmax free of inf − inf
 
 
@@ -330,8 +334,10 @@ def decay_attention(
       scale: query scale, ``D ** -0.5`` by default.
       window: keys each query sees, itself included; None = all earlier keys.
       segment_ids: int ``[B, T]``; queries see only keys of their own segment.
-      impl: ``"auto"`` (= ``"blockwise"``), ``"blockwise"`` or ``"naive"``.
-      block_size: keys per block for ``"blockwise"``.
+      impl: ``"auto"`` (``"pallas"`` on GPU/TPU, else ``"blockwise"``), ``"pallas"``,
+        ``"blockwise"`` or ``"naive"``.
+      block_size: keys per block for ``"blockwise"``; query and key block of ``"pallas"``
+        (rounded up to a multiple of 128 on TPU, a power of two on GPU).
 
     Returns:
       o ``[B, T, H, V]`` in q's dtype (no recurrent state: the KV cache is the state).
@@ -353,6 +359,20 @@ def decay_attention(
             None if segment_ids is None else segment_ids[:, :, None] == segment_ids[:, None, :]
         )
         o = _naive(qg, k, v, lam, slope, pos, seg_mask, scale, window)
+    elif impl == "pallas" or (impl == "auto" and jax.default_backend() in ("gpu", "tpu")):
+        per_q = lambda x: None if x is None else x.reshape(b, t, h)
+        o = flash_attention(
+            q,
+            k,
+            v,
+            per_q(lam),
+            per_q(slope),
+            segment_ids,
+            scale=scale,
+            window=window,
+            block_q=block_size,
+            block_k=block_size,
+        )
     else:
         o = _blockwise(qg, k, v, lam, slope, segment_ids, scale, window, block_size)
     return o.reshape(b, t, h, v.shape[-1]).astype(q.dtype)
