@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from memarch.kernels import _platform
 from memarch.kernels.flash_attention import flash_attention
-
 from memarch.ops.decay_attention import decay_attention
 from memarch.testing import assert_close
 
