@@ -55,9 +55,7 @@ def resolve_interpret(interpret: Interpret):
     return bool(interpret)
 
 
-def compiler_params(
-    dimension_semantics: Sequence[str], *, num_warps: int = 4, num_stages: int = 2
-):
+def compiler_params(dimension_semantics: Sequence[str], *, num_warps: int = 4, num_stages: int = 2):
     """Backend-specific ``compiler_params`` for ``pl.pallas_call`` (None where not compiled).
 
     ``dimension_semantics`` names each grid axis ``"parallel"`` or ``"arbitrary"`` (an axis

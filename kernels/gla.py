@@ -24,14 +24,15 @@ Inside the kernels the state is kept value-major (``W = Sᵀ``, ``[V, K]``), so 
   Each pair j < i is covered at exactly one level (the highest bit where i and j differ). All
   in-kernel work is 2-D matmuls (float32, ``Precision.HIGHEST``), iota masks and row sums.
 
-Backward. The kernels give dq, dk, dv and dS_0 (a reverse pass over chunks carrying
-``dW = ∂L/∂W_[n+1]``, recomputing each chunk's scores from the chunk-start states that the
-forward saved). The gate gradient is XLA glue from the identity (b depends on g only through
-cumsums, and A on b only through differences)::
+Backward. One reverse pass over chunks carrying ``dW = ∂L/∂W_[n+1]`` recomputes each chunk
+from the chunk-start state the forward saved and gives dq, dk, dv, dg and dS_0. The gate
+gradient uses the identity (b depends on g only through the chunk-local cumsum, A on b only
+through differences, and ``b_C`` scales the outgoing state)::
 
-    dg_t = Σ_{u ≥ t} (q_u ⊙ dq_u − k_u ⊙ dk_u) + Σ_v (S_T ⊙ dS_T)[:, v]
+    dg_t = Σ_{u ≥ t, u in chunk} (q_u ⊙ dq_u − k_u ⊙ dk_u) + Σ_v (W_[n+1] ⊙ dW_[n+1])[v, :]
 
-(summed over K as well for a per-head gate). The whole thing is a ``jax.custom_vjp``.
+with the full dq, dk (summed over K as well for a per-head gate): a triangular matmul per chunk,
+so no cancellation accumulates across chunks. The whole thing is a ``jax.custom_vjp``.
 
 Schedules (``schedule``), both sharing the per-chunk math (:func:`_chunk_forward`,
 :func:`_chunk_backward`):
@@ -47,7 +48,8 @@ Schedules (``schedule``), both sharing the per-chunk math (:func:`_chunk_forward
   zero-padded to the next power of two (≥ 16), scalar gates are broadcast to K, and chunks are
   ≥ 16. Mosaic GPU (``plgpu.kernel``) is the non-deprecated Hopper path but needs a separate,
   warp-group kernel body; this schedule is the one that shares the math. It has been run only in
-  interpret mode here (no GPU was available), so it is not yet chosen by ``impl="auto"``.
+  interpret mode so far (no GPU was available to the author): check it compiled on a GPU before
+  relying on ``impl="auto"`` there (``memarch.ops.gla.AUTO_PALLAS_BACKENDS``).
 
 Packed sequences (``segment_ids``) are not supported by the kernels; :func:`memarch.ops.gla`
 falls back to the XLA chunk form when they are given.
@@ -66,9 +68,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
-
 from memarch.kernels import _platform
 from memarch.kernels._sharding import shard_batch_heads
+
 from memarch.ops import _checks
 
 F32 = jnp.float32
@@ -176,7 +178,8 @@ def _chunk_forward(q, k, v, g, w, *, scale: float, per_channel: bool):
 
 def _chunk_backward(q, k, v, g, w, do, dw, *, scale: float, per_channel: bool):
     """Reverse step for one chunk. ``w`` is the state entering the chunk, ``dw = ∂L/∂W_[n+1]``
-    (both ``[V, K]``), ``do [C, V]``. Returns (dq, dk ``[C, K]``, dv ``[C, V]``, ∂L/∂W_[n])."""
+    (both ``[V, K]``), ``do [C, V]``. Returns (dq, dk ``[C, K]``, dv ``[C, V]``, dg ``[C, Kg]``,
+    ∂L/∂W_[n])."""
     qs = q * scale
     b, gamma, b_last = _decays(g, per_channel)
     e_b, e_rest = jnp.exp(b), jnp.exp(b_last - b)
@@ -193,8 +196,15 @@ def _chunk_backward(q, k, v, g, w, do, dw, *, scale: float, per_channel: bool):
     dq = (dq + _mm(do, w) * e_b) * scale
     dk = dk + _mm(v, dw) * e_rest
     dv = _mm(a, do, ta=True) + _mm(k_dec, dw, tb=True)
-    dw_prev = dw * jnp.exp(b_last) + _mm(do, q_dec, ta=True)
-    return dq, dk, dv, dw_prev
+    e_last = jnp.exp(b_last)
+    dw_prev = dw * e_last + _mm(do, q_dec, ta=True)
+    # dg: chunk-local reverse cumsum of q⊙dq − k⊙dk, plus Σ_v W_[n+1] ⊙ dW_[n+1] on every row.
+    w_next = w * e_last + _mm(v, k_dec, ta=True)
+    tail = jnp.sum(w_next * dw, axis=0, keepdims=True)  # [1, K]
+    dg = _mm((cols >= rows).astype(F32), q * dq - k * dk) + tail
+    if not per_channel:
+        dg = jnp.sum(dg, axis=1, keepdims=True)
+    return dq, dk, dv, dg, dw_prev
 
 
 # ----------------------------------------------------------------------------- kernel bodies
@@ -232,7 +242,7 @@ def _fwd_grid_kernel(
 
 def _bwd_grid_kernel(
     q_ref, k_ref, v_ref, g_ref, states_ref, do_ref, dsT_ref,
-    dq_ref, dk_ref, dv_ref, ds0_ref, dw_ref, *, scale, per_channel,
+    dq_ref, dk_ref, dv_ref, dg_ref, ds0_ref, dw_ref, *, scale, per_channel,
 ):  # fmt: skip
     """Grid (B, H, N) with chunks visited last to first; ∂L/∂W in VMEM scratch."""
     i = pl.program_id(2)
@@ -241,11 +251,11 @@ def _bwd_grid_kernel(
     def _():
         dw_ref[...] = dsT_ref[...]
 
-    dq, dk, dv, dw_prev = _chunk_backward(
+    dq, dk, dv, dg, dw_prev = _chunk_backward(
         _load(q_ref), _load(k_ref), _load(v_ref), _load(g_ref), states_ref[...],
         _load(do_ref), dw_ref[...], scale=scale, per_channel=per_channel,
     )  # fmt: skip
-    dq_ref[...], dk_ref[...], dv_ref[...] = dq, dk, dv
+    dq_ref[...], dk_ref[...], dv_ref[...], dg_ref[...] = dq, dk, dv, dg
     dw_ref[...] = dw_prev
 
     @pl.when(i == pl.num_programs(2) - 1)
@@ -278,7 +288,7 @@ def _fwd_loop_kernel(
 
 def _bwd_loop_kernel(
     q_ref, k_ref, v_ref, g_ref, states_ref, do_ref, dsT_ref,
-    dq_ref, dk_ref, dv_ref, ds0_ref, *, scale, per_channel, c,
+    dq_ref, dk_ref, dv_ref, dg_ref, ds0_ref, *, scale, per_channel, c,
 ):  # fmt: skip
     """Grid (B, H): each program loops over its chunks last to first, carrying ∂L/∂W."""
     n_chunks = q_ref.shape[0] // c
@@ -288,13 +298,12 @@ def _bwd_loop_kernel(
         n = n_chunks - 1 - i
         loads = [_rows(r, n, c) for r in (q_ref, k_ref, v_ref, g_ref)]
         w = states_ref[pl.ds(n * dv, dv), :]
-        dq, dk, dvv, dw_prev = _chunk_backward(
+        grads = _chunk_backward(
             *loads, w, _rows(do_ref, n, c), dw, scale=scale, per_channel=per_channel
         )
-        dq_ref[pl.ds(n * c, c), :] = dq
-        dk_ref[pl.ds(n * c, c), :] = dk
-        dv_ref[pl.ds(n * c, c), :] = dvv
-        return dw_prev
+        for ref, grad in zip((dq_ref, dk_ref, dv_ref, dg_ref), grads[:4], strict=True):
+            ref[pl.ds(n * c, c), :] = grad
+        return grads[4]
 
     ds0_ref[...] = lax.fori_loop(0, n_chunks, body, dsT_ref[...].astype(F32))
 
@@ -323,9 +332,7 @@ def _grid_specs(cfg: _Config, shapes, reverse: bool):
         return pl.BlockSpec((None, None, *shape), lambda b, h, n: (b, h, 0, 0))
 
     def per_chunk_state(shape):
-        return pl.BlockSpec(
-            (None, None, None, *shape), lambda b, h, n: (b, h, chunk_idx(n), 0, 0)
-        )
+        return pl.BlockSpec((None, None, None, *shape), lambda b, h, n: (b, h, chunk_idx(n), 0, 0))
 
     return per_chunk, whole, per_chunk_state, n_chunks
 
@@ -384,7 +391,8 @@ def _forward(q, k, v, g, s0, cfg: _Config, save: bool):
 
 
 def _backward(q, k, v, g, states, do, dsT, cfg: _Config):
-    """Returns (dq, dk ``[B, H, Tp, K]``, dv ``[B, H, Tp, V]``, dS_0ᵀ ``[B, H, V, K]``), f32."""
+    """Returns (dq, dk ``[B, H, Tp, K]``, dv ``[B, H, Tp, V]``, dg ``[B, H, Tp, Kg]``, dS_0ᵀ
+    ``[B, H, V, K]``), all float32."""
     bsz, h, tp, dk = q.shape
     dv, kg = v.shape[-1], g.shape[-1]
     n = tp // cfg.chunk
@@ -392,6 +400,7 @@ def _backward(q, k, v, g, states, do, dsT, cfg: _Config):
         jax.ShapeDtypeStruct(q.shape, F32),
         jax.ShapeDtypeStruct(q.shape, F32),
         jax.ShapeDtypeStruct(v.shape, F32),
+        jax.ShapeDtypeStruct(g.shape, F32),
         jax.ShapeDtypeStruct((bsz, h, dv, dk), F32),
     ]
     kw = dict(scale=cfg.scale, per_channel=cfg.per_channel)
@@ -401,7 +410,7 @@ def _backward(q, k, v, g, states, do, dsT, cfg: _Config):
             per_chunk(dk), per_chunk(dk), per_chunk(dv), per_chunk(kg),
             per_chunk_state((dv, dk)), per_chunk(dv), whole((dv, dk)),
         ]  # fmt: skip
-        out_specs = [per_chunk(dk), per_chunk(dk), per_chunk(dv), whole((dv, dk))]
+        out_specs = [per_chunk(dk), per_chunk(dk), per_chunk(dv), per_chunk(kg), whole((dv, dk))]
         call = _call(
             functools.partial(_bwd_grid_kernel, **kw), cfg, (bsz, h, n), in_specs, out_specs,
             out_shape, scratch=[pltpu.VMEM((dv, dk), F32)],
@@ -411,9 +420,7 @@ def _backward(q, k, v, g, states, do, dsT, cfg: _Config):
     in_specs = [_loop_spec(x.shape[2:]) for x in (q, k, v, g, states, do, dsT)]
     out_specs = [_loop_spec(s.shape[2:]) for s in out_shape]
     kernel = functools.partial(_bwd_loop_kernel, c=cfg.chunk, **kw)
-    return _call(kernel, cfg, (bsz, h), in_specs, out_specs, out_shape)(
-        q, k, v, g, states, do, dsT
-    )
+    return _call(kernel, cfg, (bsz, h), in_specs, out_specs, out_shape)(q, k, v, g, states, do, dsT)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -424,19 +431,13 @@ def _gla_core(q, k, v, g, s0, cfg: _Config):
 
 def _gla_core_fwd(q, k, v, g, s0, cfg: _Config):
     o, s_final, states = _forward(q, k, v, g, s0, cfg, save=True)
-    return (o, s_final), (q, k, v, g, states, s_final)
+    return (o, s_final), (q, k, v, g, states)
 
 
 def _gla_core_bwd(cfg: _Config, res, cotangents):
-    q, k, v, g, states, s_final = res
+    q, k, v, g, states = res
     do, dsT = cotangents
-    dq, dk, dv, ds0 = _backward(q, k, v, g, states, do.astype(q.dtype), dsT, cfg)
-    # dg from the cumsum identity (module docstring); all float32.
-    db = q.astype(F32) * dq - k.astype(F32) * dk  # [B, H, Tp, K]
-    tail = jnp.sum(s_final * dsT, axis=2)[:, :, None, :]  # Σ_v S_T ⊙ dS_T: [B, H, 1, K]
-    if not cfg.per_channel:
-        db, tail = (jnp.sum(x, axis=-1, keepdims=True) for x in (db, tail))
-    dg = lax.cumsum(db, axis=2, reverse=True) + tail
+    dq, dk, dv, dg, ds0 = _backward(q, k, v, g, states, do.astype(q.dtype), dsT, cfg)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), dg, ds0
 
 
