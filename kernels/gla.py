@@ -47,9 +47,12 @@ Schedules (``schedule``), both sharing the per-chunk math (:func:`_chunk_forward
   state a loop carry. Triton needs power-of-two array sizes ≥ 16 for dots: K and V are
   zero-padded to the next power of two (≥ 16), scalar gates are broadcast to K, and chunks are
   ≥ 16. Mosaic GPU (``plgpu.kernel``) is the non-deprecated Hopper path but needs a separate,
-  warp-group kernel body; this schedule is the one that shares the math. It has been run only in
-  interpret mode so far (no GPU was available to the author): check it compiled on a GPU before
-  relying on ``impl="auto"`` there (``memarch.ops.gla.AUTO_PALLAS_BACKENDS``).
+  warp-group kernel body; this schedule is the one that shares the math.
+
+Verification so far (no GPU or TPU was available to the author): both schedules match the naive
+op in interpret mode, and both lower (``jax.export`` without a device) to Mosaic TPU and to
+Triton IR for an abstract H100; neither has been compiled by the device toolchains or timed, so
+check them on a device before trusting ``impl="auto"`` (``memarch.ops.gla.AUTO_PALLAS_BACKENDS``).
 
 Packed sequences (``segment_ids``) are not supported by the kernels; :func:`memarch.ops.gla`
 falls back to the XLA chunk form when they are given.

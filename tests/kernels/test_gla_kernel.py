@@ -125,6 +125,39 @@ def test_tpu_interpreter_with_poisoned_memory(per_channel):
     assert_all_close(fwd_bwd(run, x), ref, F32_TOL)
 
 
+@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")
+@pytest.mark.parametrize("platform", ["tpu", "cuda"])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_kernels_lower_for_devices(platform, per_channel):
+    """Without a device, lower (not compile) forward + backward for TPU (Mosaic, "grid") and for
+    an abstract H100 (Triton, "loop"): both pallas_calls must become kernel custom calls."""
+    b, t, h, dk, dv = 2, 100, 2, 64, 32
+    q = jax.ShapeDtypeStruct((b, t, h, dk), jnp.float32)
+    v = jax.ShapeDtypeStruct((b, t, h, dv), jnp.float32)
+    g = jax.ShapeDtypeStruct((b, t, h, dk) if per_channel else (b, t, h), jnp.float32)
+    schedule = "grid" if platform == "tpu" else "loop"
+    run = functools.partial(gla_pallas, chunk_size=32, interpret=False, schedule=schedule)
+
+    def grads(q, k, v, g):
+        loss = lambda *a: sum(jnp.sum(x) for x in run(*a, output_final_state=True))
+        return jax.grad(loss, argnums=(0, 1, 2, 3))(q, k, v, g)
+
+    target = "tpu_custom_call" if platform == "tpu" else "__gpu$xla.gpu.triton"
+    checks = [jax.export.DisabledSafetyCheck.custom_call(target)]
+    export = jax.export.export(jax.jit(grads), platforms=(platform,), disabled_checks=checks)
+    if platform == "tpu":
+        exported = export(q, q, v, g)
+    else:
+        h100 = jax.sharding.AbstractDevice(
+            device_kind="NVIDIA H100", num_cores=None, platform="cuda"
+        )
+        with jax.sharding.use_abstract_mesh(
+            jax.sharding.AbstractMesh((1,), ("x",), abstract_device=h100)
+        ):
+            exported = export(q, q, v, g)
+    assert exported.mlir_module().count(f"custom_call @{target}(") == 2
+
+
 def test_op_dispatch_and_no_final_state():
     """gla(impl="pallas") runs the kernel (a pallas_call in the jaxpr), returns no state unless
     asked, and its gradients match the chunk form when only o is used."""
