@@ -11,8 +11,10 @@ Shapes: q, k ``[B, T, H, K]``; v ``[B, T, H, V]``; o ``[B, T, H, V]`` in q's dty
 where the id changes the state is reset to zero before that token is written.
 
 Implementations (``impl``): ``"naive"`` is a float32 ``lax.scan`` over
-:func:`linear_attention_step` (the specification); ``"chunk"`` (= ``"auto"``) is the chunked
-form in :mod:`memarch.ops._chunk_decay`. :func:`linear_attention_step` is the decode path.
+:func:`linear_attention_step` (the specification); ``"chunk"`` is the chunked form in
+:mod:`memarch.ops._chunk_decay`; ``"pallas"`` is the GLA kernel with a zero per-head gate
+(:func:`memarch.ops.gla.gla`, same fallback to ``"chunk"`` with ``segment_ids``); ``"auto"``
+picks as :func:`memarch.ops.gla.gla` does. :func:`linear_attention_step` is the decode path.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 
 from memarch.ops import _checks
 from memarch.ops._chunk_decay import check_step_inputs, chunk_decay, decay_step, scan_tokens
+from memarch.ops.gla import gla, resolve_impl
 
 
 def linear_attention_step(
@@ -61,8 +65,9 @@ def linear_attention(
       initial_state: ``[B, H, K, V]`` state before the first token (zeros when None).
       output_final_state: also return the state after the last token.
       segment_ids: int ``[B, T]``; the state resets to zero where the id changes.
-      impl: ``"auto"`` (= ``"chunk"``), ``"chunk"`` or ``"naive"``.
-      chunk_size: tokens per chunk for ``"chunk"``.
+      impl: ``"auto"``, ``"chunk"``, ``"naive"`` or ``"pallas"`` (module docstring).
+      chunk_size: tokens per chunk for ``"chunk"`` and ``"pallas"`` (a power of two ≥ 8 for
+        ``"pallas"``).
 
     Returns:
       (o ``[B, T, H, V]`` in q's dtype, final state ``[B, H, K, V]`` float32 or None).
@@ -70,9 +75,13 @@ def linear_attention(
     b, t, _, dk, _ = _checks.check_qkv(q, k, v)
     _checks.check_state(initial_state, q, v)
     _checks.check_segment_ids(segment_ids, q)
-    _checks.check_impl(impl)
+    _checks.check_impl(impl, _checks.IMPLS_PALLAS)
     _checks.check_chunk_size(chunk_size)
     scale = _checks.resolve_scale(scale, dk)
+    if resolve_impl(impl, chunk_size, segment_ids) == "pallas":
+        g = jnp.zeros(q.shape[:3], jnp.float32)
+        kw = dict(initial_state=initial_state, output_final_state=output_final_state)
+        return gla(q, k, v, g, scale=scale, impl="pallas", chunk_size=chunk_size, **kw)
     starts = None if segment_ids is None else _checks.segment_starts(segment_ids, b, t)
 
     if impl == "naive":

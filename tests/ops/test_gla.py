@@ -246,7 +246,7 @@ def _bad_calls():
         "g channels": (lambda: gla(q, q, v, jnp.zeros((2, 10, 3, 6))), r"^g must have shape"),
         "chunk_size": (lambda: gla(q, q, v, g, chunk_size=0), "chunk_size"),
         "chunk_size type": (lambda: gla(q, q, v, g, chunk_size=16.0), "chunk_size"),
-        "impl": (lambda: gla(q, q, v, g, impl="pallas"), "impl"),
+        "impl": (lambda: gla(q, q, v, g, impl="triton"), "impl"),
         "initial_state": (
             lambda: gla(q, q, v, g, initial_state=jnp.zeros((2, 3, 6, 8))),
             "initial_state",

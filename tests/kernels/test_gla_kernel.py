@@ -1,0 +1,242 @@
+"""Tests for memarch.kernels.gla (Pallas chunked GLA) against the naive op.
+
+Criterion (shared/reference/linear_attention.md §5): rel-RMS via memarch.testing.assert_close on
+o, S_T and the gradients of q, k, v, g, S_0 through the loss Σ(o⊙dO) + Σ(S_T⊙dS_T); fp32 1e-4,
+bf16 1e-2 (the bf16 kernel against the fp32 naive op on the same bf16-rounded inputs).
+``interpret=None`` interprets on CPU and compiles on GPU/TPU, so the same tests check the
+compiled kernels where a device is present. Shapes are tiny: interpret mode copies whole
+buffers per grid step and its compile time dominates.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from memarch.kernels import gla as gla_kernel
+from memarch.kernels.gla import gla_pallas
+
+from memarch.ops.gla import gla
+from memarch.ops.linear_attention import linear_attention
+from memarch.testing import assert_close
+
+gla_op = importlib.import_module("memarch.ops.gla")  # the module (memarch.ops.gla is the function)
+F32_TOL, BF16_TOL = 1e-4, 1e-2
+NAMES = ("o", "S_T", "dq", "dk", "dv", "dg", "dS0")
+GATES = {"weak": 1e-3, "strong": 5.0}  # typical |log decay| per token
+
+
+def make_inputs(seed, b, t, h, dk, dv, *, per_channel, gate, init=True, dtype=jnp.float32):
+    """Random q, k, v, S_0, dO, dS_T and a log gate ≈ −GATES[gate] with 30 % exact zeros."""
+    rng = np.random.default_rng(seed)
+    q, k = (rng.standard_normal((b, t, h, dk)) for _ in range(2))
+    v = rng.standard_normal((b, t, h, dv))
+    g_shape = (b, t, h, dk) if per_channel else (b, t, h)
+    g = -GATES[gate] * rng.uniform(0.5, 1.5, g_shape)
+    g = np.where(rng.uniform(size=g_shape) < 0.3, 0.0, g)
+    s0 = rng.standard_normal((b, h, dk, dv)) if init else None
+    do, ds = rng.standard_normal((b, t, h, dv)), rng.standard_normal((b, h, dk, dv))
+    arrays = dict(q=q, k=k, v=v, g=g, s0=s0, do=do, ds=ds)
+    as_dtype = lambda name: dtype if name in ("q", "k", "v") else jnp.float32
+    return {n: None if x is None else jnp.asarray(x, as_dtype(n)) for n, x in arrays.items()}
+
+
+def fwd_bwd(run, x):
+    """(o, S_T, grads of q, k, v, g[, S_0]) of Σ(o⊙dO) + Σ(S_T⊙dS_T) for ``run(q, k, v, g,
+    initial_state=..., output_final_state=True)``."""
+    argnums = (0, 1, 2, 3, 4) if x["s0"] is not None else (0, 1, 2, 3)
+
+    def loss(q, k, v, g, s0):
+        o, s = run(q, k, v, g, initial_state=s0, output_final_state=True)
+        return jnp.sum(o.astype(jnp.float32) * x["do"]) + jnp.sum(s * x["ds"]), (o, s)
+
+    grads, (o, s) = jax.jit(jax.grad(loss, argnums=argnums, has_aux=True))(
+        x["q"], x["k"], x["v"], x["g"], x["s0"]
+    )
+    return (o, s, *grads)
+
+
+def naive_reference(x):
+    as_f32 = {n: a if a is None else a.astype(jnp.float32) for n, a in x.items()}
+    return fwd_bwd(functools.partial(gla, impl="naive"), as_f32)
+
+
+def assert_all_close(actual, ref, tol, label=""):
+    assert len(actual) == len(ref)
+    for name, a, r in zip(NAMES, actual, ref, strict=False):
+        assert_close(f"{label}{name}", a, r, tol)
+
+
+# A covering subset of T × chunk × gate form × gate strength × initial state (T = 1 runs one
+# chunk of 8; 37 and 100 leave a partial last chunk). T = 1 always has an initial state: without
+# one, dg is exactly 0 and the cumsum identity leaves a ~1e-6 cancellation residue.
+@pytest.mark.parametrize(
+    "t, chunk, per_channel, gate, init",
+    [
+        (1, 16, True, "strong", True),
+        (1, 32, False, "weak", True),
+        (37, 16, True, "weak", True),
+        (37, 32, False, "strong", False),
+        (100, 16, True, "strong", False),
+        (100, 32, True, "weak", True),
+        (100, 16, False, "weak", True),
+        (100, 32, False, "strong", True),
+    ],
+)
+def test_grid_kernel_matches_naive(t, chunk, per_channel, gate, init):
+    x = make_inputs(t + chunk, 2, t, 2, 16, 24, per_channel=per_channel, gate=gate, init=init)
+    out = fwd_bwd(functools.partial(gla_pallas, chunk_size=chunk, schedule="grid"), x)
+    assert_all_close(out, naive_reference(x), F32_TOL)
+
+
+@pytest.mark.parametrize("per_channel, gate", [(True, "strong"), (False, "weak")])
+def test_loop_kernel_matches_naive(per_channel, gate):
+    """The GPU schedule (chunk loop inside each program; K, V padded to powers of two), run in
+    the generic interpreter here."""
+    x = make_inputs(3, 2, 37, 2, 12, 20, per_channel=per_channel, gate=gate)
+    run = functools.partial(gla_pallas, chunk_size=16, schedule="loop", interpret=True)
+    assert_all_close(fwd_bwd(run, x), naive_reference(x), F32_TOL)
+
+
+def test_bf16_kernel_matches_fp32_naive():
+    x = make_inputs(7, 2, 37, 2, 16, 24, per_channel=True, gate="weak", dtype=jnp.bfloat16)
+    out = fwd_bwd(functools.partial(gla_pallas, chunk_size=16), x)
+    assert out[0].dtype == jnp.bfloat16 and out[1].dtype == jnp.float32
+    assert out[2].dtype == jnp.bfloat16 and out[5].dtype == jnp.float32
+    assert_all_close(out, naive_reference(x), BF16_TOL)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_tpu_interpreter_with_poisoned_memory(per_channel):
+    """The TPU-simulating interpreter with NaN-filled uninitialised memory runs the three
+    pallas_calls: the primal forward, the forward that saves chunk states, and the backward."""
+    x = make_inputs(5, 1, 20, 2, 8, 8, per_channel=per_channel, gate="weak")
+    run = functools.partial(gla_pallas, chunk_size=8, interpret="tpu")
+    o, s = jax.jit(run, static_argnames="output_final_state")(
+        x["q"], x["k"], x["v"], x["g"], initial_state=x["s0"], output_final_state=True
+    )
+    ref = naive_reference(x)
+    assert_close("primal o", o, ref[0], F32_TOL)
+    assert_close("primal S_T", s, ref[1], F32_TOL)
+    assert_all_close(fwd_bwd(run, x), ref, F32_TOL)
+
+
+@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")
+@pytest.mark.parametrize("platform", ["tpu", "cuda"])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_kernels_lower_for_devices(platform, per_channel):
+    """Without a device, lower (not compile) forward + backward for TPU (Mosaic, "grid") and for
+    an abstract H100 (Triton, "loop"): both pallas_calls must become kernel custom calls."""
+    b, t, h, dk, dv = 2, 100, 2, 64, 32
+    q = jax.ShapeDtypeStruct((b, t, h, dk), jnp.float32)
+    v = jax.ShapeDtypeStruct((b, t, h, dv), jnp.float32)
+    g = jax.ShapeDtypeStruct((b, t, h, dk) if per_channel else (b, t, h), jnp.float32)
+    schedule = "grid" if platform == "tpu" else "loop"
+    run = functools.partial(gla_pallas, chunk_size=32, interpret=False, schedule=schedule)
+
+    def grads(q, k, v, g):
+        loss = lambda *a: sum(jnp.sum(x) for x in run(*a, output_final_state=True))
+        return jax.grad(loss, argnums=(0, 1, 2, 3))(q, k, v, g)
+
+    target = "tpu_custom_call" if platform == "tpu" else "__gpu$xla.gpu.triton"
+    checks = [jax.export.DisabledSafetyCheck.custom_call(target)]
+    export = jax.export.export(jax.jit(grads), platforms=(platform,), disabled_checks=checks)
+    if platform == "tpu":
+        exported = export(q, q, v, g)
+    else:
+        h100 = jax.sharding.AbstractDevice(
+            device_kind="NVIDIA H100", num_cores=None, platform="cuda"
+        )
+        with jax.sharding.use_abstract_mesh(
+            jax.sharding.AbstractMesh((1,), ("x",), abstract_device=h100)
+        ):
+            exported = export(q, q, v, g)
+    assert exported.mlir_module().count(f"custom_call @{target}(") == 2
+
+
+def test_op_dispatch_and_no_final_state():
+    """gla(impl="pallas") runs the kernel (a pallas_call in the jaxpr), returns no state unless
+    asked, and its gradients match the chunk form when only o is used."""
+    x = make_inputs(9, 2, 37, 2, 16, 24, per_channel=True, gate="weak")
+    args = (x["q"], x["k"], x["v"], x["g"])
+    jaxpr = str(jax.make_jaxpr(functools.partial(gla, impl="pallas", chunk_size=16))(*args))
+    assert "pallas_call" in jaxpr
+
+    def loss(impl, q, k, v, g):
+        o, s = gla(q, k, v, g, impl=impl, chunk_size=16)
+        assert s is None
+        return jnp.sum(o * x["do"])
+
+    grad = lambda impl: jax.jit(jax.grad(functools.partial(loss, impl), (0, 1, 2, 3)))(*args)
+    for name, a, r in zip(("dq", "dk", "dv", "dg"), grad("pallas"), grad("naive"), strict=True):
+        assert_close(name, a, r, F32_TOL)
+
+
+def test_segment_ids_fall_back_to_chunk_form():
+    x = make_inputs(4, 2, 30, 2, 8, 8, per_channel=False, gate="weak")
+    seg = jnp.asarray(np.repeat([[0, 1, 2]], 2, axis=0).repeat(10, axis=1), jnp.int32)
+    args = (x["q"], x["k"], x["v"], x["g"])
+    kw = dict(segment_ids=seg, initial_state=x["s0"], output_final_state=True, chunk_size=16)
+    jaxpr = str(jax.make_jaxpr(functools.partial(gla, impl="pallas", **kw))(*args))
+    assert "pallas_call" not in jaxpr
+    out = gla(*args, impl="pallas", **kw)
+    ref = gla(*args, impl="naive", **kw)
+    assert_close("o", out[0], ref[0], F32_TOL)
+    assert_close("S_T", out[1], ref[1], F32_TOL)
+
+
+def test_auto_picks_pallas_only_on_device_backends(monkeypatch):
+    seg = jnp.zeros((1, 4), jnp.int32)
+    assert gla_op.resolve_impl("auto", 64, None) == "chunk"  # the test host is a CPU
+    monkeypatch.setattr(gla_op._platform, "backend", lambda: "tpu")
+    assert gla_op.resolve_impl("auto", 64, None) == "pallas"
+    assert gla_op.resolve_impl("auto", 64, seg) == "chunk"
+    assert gla_op.resolve_impl("auto", 24, None) == "chunk"  # not a kernel chunk size
+    assert gla_op.resolve_impl("naive", 64, None) == "naive"
+
+
+def test_linear_attention_pallas_matches_naive():
+    x = make_inputs(6, 2, 37, 2, 16, 24, per_channel=False, gate="weak")
+    kw = dict(initial_state=x["s0"], output_final_state=True, chunk_size=16)
+    o, s = jax.jit(functools.partial(linear_attention, impl="pallas", **kw))(x["q"], x["k"], x["v"])
+    o_ref, s_ref = linear_attention(x["q"], x["k"], x["v"], impl="naive", **kw)
+    assert_close("o", o, o_ref, F32_TOL)
+    assert_close("S_T", s, s_ref, F32_TOL)
+
+
+def test_effective_chunk():
+    assert gla_kernel.effective_chunk(1, 64, "grid") == 8
+    assert gla_kernel.effective_chunk(37, 64, "grid") == 64
+    assert gla_kernel.effective_chunk(37, 16, "grid") == 16
+    assert gla_kernel.effective_chunk(5, 64, "loop") == 16
+
+
+def _bad_calls():
+    """case → (call, regex the ValueError message must match)."""
+    q = jnp.zeros((2, 10, 3, 8))
+    v = jnp.zeros((2, 10, 3, 6))
+    g = jnp.zeros((2, 10, 3))
+    return {
+        "interpret": (lambda: gla_pallas(q, q, v, g, interpret="gpu"), "^interpret must"),
+        "chunk_size 24": (lambda: gla_pallas(q, q, v, g, chunk_size=24), "^chunk_size must"),
+        "chunk_size 4": (lambda: gla_pallas(q, q, v, g, chunk_size=4), "^chunk_size must"),
+        "chunk_size float": (lambda: gla_pallas(q, q, v, g, chunk_size=16.0), "^chunk_size"),
+        "schedule": (lambda: gla_pallas(q, q, v, g, schedule="warp"), "^schedule must"),
+        "g shape": (lambda: gla_pallas(q, q, v, jnp.zeros((2, 10))), "^g must have shape"),
+        "state": (
+            lambda: gla_pallas(q, q, v, g, initial_state=jnp.zeros((2, 3, 6, 8))),
+            "^initial_state must",
+        ),
+        "op chunk_size": (lambda: gla(q, q, v, g, impl="pallas", chunk_size=24), "^chunk_size"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_calls()))
+def test_bad_input_raises(case):
+    call, match = _bad_calls()[case]
+    with pytest.raises(ValueError, match=match):
+        call()
