@@ -71,9 +71,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
+
 from memarch.kernels import _platform
 from memarch.kernels._sharding import shard_batch_heads
-
 from memarch.ops import _checks
 
 F32 = jnp.float32

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from memarch.kernels import gla as gla_kernel
 from memarch.kernels.gla import gla_pallas
-
 from memarch.ops.gla import gla
 from memarch.ops.linear_attention import linear_attention
 from memarch.testing import assert_close

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jax
 from jax.sharding import AbstractMesh
+
 from memarch.kernels._sharding import batch_head_spec, shard_batch_heads
 
 ROOT = Path(__file__).resolve().parents[2]
