@@ -49,9 +49,9 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
+from memarch.kernels import _platform
+from memarch.kernels._sharding import shard_batch_heads
 from memarch.ops import _checks
-
-from . import _platform
 
 Schedule = Literal["grid", "loop"]
 SCHEDULES = ("grid", "loop")
@@ -505,8 +505,9 @@ def gated_delta_rule_pallas(
         s0 = jnp.zeros((bsz, h, kp, vp), F32)
     else:
         s0 = jnp.pad(initial_state.astype(F32), [(0, 0), (0, 0), (0, kp - dk), (0, vp - dv)])
-    o, sf = _delta_core(
-        layout(q, kp), layout(k, kp), layout(v, vp), beta_l, gam, s0, s, c, interpret, schedule
-    )
+    core = lambda *xs: _delta_core(*xs, s, c, interpret, schedule)
+    o, sf = shard_batch_heads(
+        core, layout(q, kp), layout(k, kp), layout(v, vp), beta_l, gam, s0
+    )  # per (batch, head) shard under jax.set_mesh; direct call otherwise
     o = jnp.swapaxes(o[:, :, :t, :dv], 1, 2).astype(q.dtype)
     return o, (sf[:, :, :dk, :dv] if output_final_state else None)

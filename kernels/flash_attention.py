@@ -52,6 +52,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from memarch.kernels import _platform
+from memarch.kernels._sharding import shard_batch_heads
 
 VARIANTS = ("grid", "loop")
 _NEG = -1e30  # finite "−∞": keeps the online softmax free of inf − inf
@@ -549,6 +550,40 @@ def _device_block(block: int, interpret) -> int:
     return max(16, 1 << (block - 1).bit_length())
 
 
+def _run_sharded(run, q, k, v, lam, slope, seg):
+    """``run`` per (batch, KV-head) shard under ``jax.set_mesh`` (see ``_sharding``).
+
+    The kernel layout is ``[B, T, H, ·]`` with query head ``i`` reading KV head ``i // G``, so
+    every input is viewed as ``[B, H_kv, ...]`` (query heads grouped by their KV head) for
+    :func:`shard_batch_heads` and viewed back inside each shard.
+    """
+    b, t, h, _ = q.shape
+    hkv = k.shape[2]
+    g = h // hkv
+    by_kv = lambda x: jnp.swapaxes(x.reshape(b, t, hkv, g, *x.shape[3:]), 1, 2)  # [B,Hkv,T,G,.]
+    names = [n for n, x in (("lam", lam), ("slope", slope), ("seg", seg)) if x is not None]
+    extra = {"lam": lam, "slope": slope, "seg": seg}
+    packed = [by_kv(q), jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)]
+    for n in names:
+        x = extra[n]
+        packed.append(jnp.broadcast_to(x[:, None], (b, hkv, t)) if n == "seg" else by_kv(x))
+
+    def local(qg, kt, vt, *rest):
+        lb, lkv = qg.shape[:2]
+        unkv = lambda x: jnp.swapaxes(x, 1, 2).reshape(lb, t, lkv * g, *x.shape[4:])
+        got = dict(zip(names, rest, strict=True))
+        o = run(
+            unkv(qg), jnp.swapaxes(kt, 1, 2), jnp.swapaxes(vt, 1, 2),
+            unkv(got["lam"]) if "lam" in got else None,
+            unkv(got["slope"]) if "slope" in got else None,
+            got["seg"][:, 0] if "seg" in got else None,
+        )  # fmt: skip
+        return jnp.swapaxes(o.reshape(lb, t, lkv, g, -1), 1, 2)
+
+    o = shard_batch_heads(local, *packed)
+    return jnp.swapaxes(o, 1, 2).reshape(b, t, h, -1)
+
+
 def flash_attention(
     q: jax.Array,
     k: jax.Array,
@@ -613,22 +648,32 @@ def flash_attention(
     if variant == "grid" and compiled_gpu:
         raise ValueError('variant="grid" needs sequential grid steps: use "loop" on GPU')
     bq, bk = _device_block(block_q, interpret), _device_block(block_k, interpret)
-    tp = -(-t // math.lcm(bq, bk)) * math.lcm(bq, bk)
-    st = _Static(
-        scale=float(scale),
-        window=window,
-        block_q=bq,
-        block_k=bk,
-        interpret=interpret,
-        variant=variant,
-        has_lam=lam is not None,
-        has_slope=slope is not None,
-        has_seg=segment_ids is not None,
-        nq=tp // bq,
-        nk=tp // bk,
-        heads_per_kv=h // hkv,
-        highest=q.dtype == jnp.float32,
-        shape=(b, t, h, d, hkv, v.shape[-1]),
-        dtypes=tuple(None if x is None else jnp.dtype(x.dtype).name for x in (q, k, v, lam, slope)),
-    )
-    return _flash(q, k, v, lam, slope, segment_ids, st)
+
+    def run(q, k, v, lam, slope, segment_ids):  # shapes are per shard under a mesh
+        b, t, h, d = q.shape
+        hkv = k.shape[2]
+        tp = -(-t // math.lcm(bq, bk)) * math.lcm(bq, bk)
+        st = _Static(
+            scale=float(scale),
+            window=window,
+            block_q=bq,
+            block_k=bk,
+            interpret=interpret,
+            variant=variant,
+            has_lam=lam is not None,
+            has_slope=slope is not None,
+            has_seg=segment_ids is not None,
+            nq=tp // bq,
+            nk=tp // bk,
+            heads_per_kv=h // hkv,
+            highest=q.dtype == jnp.float32,
+            shape=(b, t, h, d, hkv, v.shape[-1]),
+            dtypes=tuple(
+                None if x is None else jnp.dtype(x.dtype).name for x in (q, k, v, lam, slope)
+            ),
+        )
+        return _flash(q, k, v, lam, slope, segment_ids, st)
+
+    if jax.sharding.get_abstract_mesh().empty:
+        return run(q, k, v, lam, slope, segment_ids)
+    return _run_sharded(run, q, k, v, lam, slope, segment_ids)

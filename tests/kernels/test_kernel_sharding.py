@@ -1,9 +1,10 @@
 """Tests for memarch.kernels._sharding: Pallas kernels under a sharded jit.
 
 The end-to-end check runs in a fresh interpreter with 8 fake CPU devices (the device count must
-be set before JAX starts): gla(impl="pallas") under ``jax.set_mesh`` on a (data 2, fsdp 2,
-tensor 2) mesh, with batch- and head-sharded inputs, must equal the unsharded run on outputs,
-final state and every gradient, and its jaxpr must hold a shard_map.
+be set before JAX starts): gla, gated_delta_rule and decay_attention (GQA, forget gate + key
+slope) with impl="pallas" under ``jax.set_mesh`` on a (data 2, fsdp 2, tensor 2) mesh, with
+batch- and head-sharded inputs, must equal the unsharded run on outputs, final states and every
+gradient, and each jaxpr must hold a shard_map.
 """
 
 from __future__ import annotations
@@ -24,43 +25,70 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(
     """
-    import functools, json
+    import json
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
-    from memarch.ops.gla import gla
+    from memarch.ops import decay_attention, gated_delta_rule, gla
     from memarch.testing import rel_rms
 
     rng = np.random.default_rng(0)
     b, t, h, dk, dv = 4, 37, 2, 8, 16
-    q, k = (jnp.asarray(rng.standard_normal((b, t, h, dk)), jnp.float32) for _ in range(2))
-    v = jnp.asarray(rng.standard_normal((b, t, h, dv)), jnp.float32)
-    g = -jnp.asarray(rng.uniform(0.0, 1.0, (b, t, h, dk)), jnp.float32)
-    s0 = jnp.asarray(rng.standard_normal((b, h, dk, dv)), jnp.float32)
-    do = jnp.asarray(rng.standard_normal((b, t, h, dv)), jnp.float32)
+    rand = lambda *s: jnp.asarray(rng.standard_normal(s), jnp.float32)
+    q, k, v, s0, do = rand(b, t, h, dk), rand(b, t, h, dk), rand(b, t, h, dv), \
+        rand(b, h, dk, dv), rand(b, t, h, dv)
+    g_ch = -jnp.asarray(rng.uniform(0.0, 1.0, (b, t, h, dk)), jnp.float32)
+    g_h = -jnp.asarray(rng.uniform(0.0, 0.5, (b, t, h)), jnp.float32)
+    beta = jnp.asarray(rng.uniform(0.1, 1.0, (b, t, h)), jnp.float32)
+    kn = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+    # GQA attention: 4 query heads on 2 KV heads, FoX forget gate + TRIM-KV slope
+    qa, doa = rand(b, t, 2 * h, dk), rand(b, t, 2 * h, dv)
+    slope = -jnp.asarray(rng.uniform(0.0, 0.2, (b, t, 2 * h)), jnp.float32)
 
-    def loss(q, k, v, g, s0):
+    def gla_loss(q, k, v, g, s0):
         o, s = gla(q, k, v, g, initial_state=s0, output_final_state=True, impl="pallas",
                    chunk_size=16)
         return jnp.sum(o * do) + jnp.sum(s), (o, s)
 
-    step = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4), has_aux=True))
-    ref = step(q, k, v, g, s0)
+    def gdn_loss(q, k, v, g, beta, s0):
+        o, s = gated_delta_rule(q, k, v, g, beta, initial_state=s0, output_final_state=True,
+                                impl="pallas", chunk_size=16)
+        return jnp.sum(o * do) + jnp.sum(s), (o, s)
+
+    def attn_loss(q, k, v, lf, sl):
+        o = decay_attention(q, k, v, lf, sl, impl="pallas", block_size=16)
+        return jnp.sum(o * doa), o
+
     mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"),
                          axis_types=(AxisType.Auto,) * 3)
-    with jax.set_mesh(mesh):
-        seq = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor", None))
-        state = NamedSharding(mesh, P(("data", "fsdp"), "tensor", None, None))
-        args = [jax.device_put(x, seq) for x in (q, k, v, g)] + [jax.device_put(s0, state)]
-        out = step(*args)
-        jaxpr = str(jax.make_jaxpr(step)(*args))
-    errs = [rel_rms(a, r) for a, r in zip(jax.tree.leaves(out), jax.tree.leaves(ref))]
-    print(json.dumps({"errs": errs, "shard_map": "shard_map" in jaxpr,
-                      "devices": len(jax.devices())}))
+    seq = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor", None))
+    gate = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor"))
+    state = NamedSharding(mesh, P(("data", "fsdp"), "tensor", None, None))
+    cases = {
+        "gla": (gla_loss, (q, k, v, g_ch, s0), (seq,) * 4 + (state,)),
+        "gated_delta_rule": (gdn_loss, (q, kn, v, g_h, beta, s0), (seq,) * 3 + (gate,) * 2
+                             + (state,)),
+        "decay_attention": (attn_loss, (qa, k, v, jnp.concatenate([g_h, g_h], -1), slope),
+                            (seq,) * 3 + (gate,) * 2),
+    }
+    res = {"devices": len(jax.devices())}
+    for name, (loss, args, shardings) in cases.items():
+        step = jax.jit(jax.grad(loss, argnums=tuple(range(len(args))), has_aux=True))
+        ref = step(*args)
+        with jax.set_mesh(mesh):
+            sharded = [jax.device_put(x, s) for x, s in zip(args, shardings)]
+            out = step(*sharded)
+            jaxpr = str(jax.make_jaxpr(step)(*sharded))
+        errs = [rel_rms(a, r) for a, r in zip(jax.tree.leaves(out), jax.tree.leaves(ref))]
+        res[name] = {"errs": errs, "shard_map": "shard_map" in jaxpr}
+    print(json.dumps(res))
     """
 )
 
+# outputs + gradients per op: gla o, S_T, 5 grads; gdn o, S_T, 6 grads; attention o, 5 grads
+EXPECTED_LEAVES = {"gla": 7, "gated_delta_rule": 8, "decay_attention": 6}
 
-def test_pallas_gla_under_sharded_jit_matches_unsharded():
+
+def test_pallas_kernels_under_sharded_jit_match_unsharded():
     env = dict(
         os.environ,
         PYTHONPATH=str(ROOT),
@@ -68,13 +96,15 @@ def test_pallas_gla_under_sharded_jit_matches_unsharded():
         JAX_PLATFORMS="cpu",
     )
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert res["devices"] == 8 and res["shard_map"]
-    assert len(res["errs"]) == 7  # o, S_T and 5 gradients
-    assert max(res["errs"]) <= 1e-5, res["errs"]
+    assert res["devices"] == 8
+    for name, leaves in EXPECTED_LEAVES.items():
+        assert res[name]["shard_map"], f"{name}: no shard_map in the jaxpr"
+        assert len(res[name]["errs"]) == leaves, (name, res[name]["errs"])
+        assert max(res[name]["errs"]) <= 1e-5, (name, res[name]["errs"])
 
 
 def test_batch_head_spec_uses_axes_that_divide():
