@@ -3,12 +3,15 @@
 Every op follows one convention: ``op(q, k, v, <gates>, *, scale=None, initial_state=None,
 output_final_state=False, segment_ids=None, impl="auto", chunk_size=64) -> (o, final_state)``
 with layout ``[B, T, H, D]``, gates in log space and a float32 state ``[B, H, K, V]``.
-``impl="naive"`` is the ``lax.scan`` specification, ``impl="chunk"`` the chunked XLA form;
-``*_step`` functions advance one token (decode).
+``impl="naive"`` is the ``lax.scan`` specification, ``impl="chunk"`` the chunked XLA form,
+``impl="pallas"`` the Pallas kernels of :mod:`memarch.kernels` (gla, linear_attention,
+delta_rule, gated_delta_rule; interpreted on CPU) and ``impl="auto"`` the kernels on the
+backends in ``_checks.AUTO_PALLAS_BACKENDS``, the chunked form elsewhere; ``*_step`` functions
+advance one token (decode).
 
 :func:`decay_attention` is softmax attention with the additive decay bias
 ``Λ_t − Λ_i + (t − i)·a_i`` (ALiBi / FoX / TRIM-KV): it returns only ``o`` (its state is a KV
-cache, held by the mixers); ``impl="naive"`` or ``"blockwise"``, and
+cache, held by the mixers); ``impl="naive"``, ``"blockwise"`` or ``"pallas"`` (flash attention), and
 :func:`decay_attention_cached` attends new queries to a cache.
 """
 

@@ -359,7 +359,9 @@ def decay_attention(
             None if segment_ids is None else segment_ids[:, :, None] == segment_ids[:, None, :]
         )
         o = _naive(qg, k, v, lam, slope, pos, seg_mask, scale, window)
-    elif impl == "pallas" or (impl == "auto" and jax.default_backend() in ("gpu", "tpu")):
+    elif impl == "pallas" or (
+        impl == "auto" and jax.default_backend() in _checks.AUTO_PALLAS_BACKENDS
+    ):
         per_q = lambda x: None if x is None else x.reshape(b, t, h)
         o = flash_attention(
             q,

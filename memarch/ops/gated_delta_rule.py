@@ -54,7 +54,7 @@ def resolve_impl(impl: str, segment_ids: jax.Array | None, chunk_size: int) -> s
     _checks.check_impl(impl, _checks.IMPLS_PALLAS)
     if impl == "naive" or impl == "chunk":
         return impl
-    if impl == "auto" and jax.default_backend() not in ("gpu", "tpu"):
+    if impl == "auto" and jax.default_backend() not in _checks.AUTO_PALLAS_BACKENDS:
         return "chunk"
     from memarch.kernels import delta_rule as kernel  # Pallas is imported only when used
 

@@ -33,7 +33,7 @@ from memarch.ops import _checks
 from memarch.ops._chunk_decay import check_step_inputs, chunk_decay, decay_step, scan_tokens
 
 # Backends where ``impl="auto"`` runs the Pallas kernels (compiled); elsewhere the XLA chunk form.
-AUTO_PALLAS_BACKENDS = ("tpu", "gpu")
+AUTO_PALLAS_BACKENDS = _checks.AUTO_PALLAS_BACKENDS
 
 
 def gla_step(
