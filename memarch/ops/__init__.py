@@ -11,8 +11,8 @@ advance one token (decode).
 
 :func:`decay_attention` is softmax attention with the additive decay bias
 ``Λ_t − Λ_i + (t − i)·a_i`` (ALiBi / FoX / TRIM-KV): it returns only ``o`` (its state is a KV
-cache, held by the mixers); ``impl="naive"``, ``"blockwise"`` or ``"pallas"`` (flash attention), and
-:func:`decay_attention_cached` attends new queries to a cache.
+cache, held by the mixers); ``impl="naive"``, ``"blockwise"`` or ``"pallas"`` (flash
+attention), and :func:`decay_attention_cached` attends new queries to a cache.
 """
 
 from memarch.ops.decay_attention import decay_attention, decay_attention_cached
