@@ -77,6 +77,9 @@ class NeedleConfig:
         """Length ``H = L − N·m`` of the haystack (everything before the first query)."""
         return self.seq_len - self.query_len
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         """Raises ``ValueError`` naming the offending field and the accepted values."""
         for name in ("vocab_size", "seq_len", "num_needles", "value_len"):
@@ -122,6 +125,13 @@ class NeedleConfig:
                     f"depth fixes one needle's placement: it needs num_needles=1 (got {n}); "
                     "use depth=None to draw the depths of several needles"
                 )
+
+
+def answer_tokens(config: NeedleConfig) -> np.ndarray:
+    """The candidate answers (int32): the 10 digits for a passkey, else ``[V//2, V)``."""
+    half = config.vocab_size // 2
+    stop = half + NUM_DIGITS if config.passkey else config.vocab_size
+    return np.arange(half, stop, dtype=np.int32)
 
 
 def chance_accuracy(config: NeedleConfig) -> float:
@@ -180,6 +190,21 @@ def needle_example(
         inputs[q + 1 : q + m] = values[j, : m - 1]
         targets[q : q + m] = values[j]
     return inputs, targets, starts
+
+
+def oracle_predictions(config: NeedleConfig, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Answers read from ``inputs [B, L]`` alone: at a labelled position ``pos`` in the query
+    slot starting at ``q`` (slots of ``m`` tokens from ``H``), the haystack token
+    ``pos − q + 1`` places after the only haystack occurrence of the slot's key
+    ``inputs[q]``. Returns ``int32 [B, L]`` (``IGNORE_INDEX`` off the labels)."""
+    inputs, targets = np.asarray(inputs), np.asarray(targets)
+    h, m = config.haystack_len, config.value_len
+    out = np.full(targets.shape, IGNORE_INDEX, np.int32)
+    for b, pos in zip(*np.nonzero(targets != IGNORE_INDEX), strict=True):
+        q = h + (pos - h) // m * m
+        (where,) = np.nonzero(inputs[b, :h] == inputs[b, q])
+        out[b, pos] = inputs[b, where[0] + 1 + pos - q]
+    return out
 
 
 class NeedleSource(SyntheticSource):
