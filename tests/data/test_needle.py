@@ -182,3 +182,21 @@ def test_rejects_bad_source_arguments():
         NeedleSource(BASE, seed=0, num_examples=1)[1]
     with pytest.raises(ValueError, match="passkey"):
         NeedleConfig(vocab_size=16, seq_len=40, passkey=True).validate()
+
+
+@pytest.mark.parametrize("passkey", [True, False])
+def test_16k_needles_sit_at_the_requested_depth(passkey):
+    """Lengths up to 16k: the needle starts at round(depth·(H − n)) and the brute-force oracle
+    (reading the inputs only) answers every query."""
+    from memarch.data.needle import oracle_predictions
+
+    for depth in (0.0, 37.5, 100.0):
+        cfg = NeedleConfig(vocab_size=64, seq_len=16384, value_len=5, depth=depth, passkey=passkey)
+        h, n = cfg.haystack_len, cfg.needle_len
+        inputs, targets, starts = needle_example(cfg, seed=2, index=int(depth))
+        assert starts.tolist() == [round(depth / 100 * (h - n))]
+        assert np.flatnonzero(inputs[:h] == inputs[h]).tolist() == starts.tolist()
+        assert needle_depth(cfg, int(starts[0])) == pytest.approx(depth, abs=100 / (h - n))
+        pred = oracle_predictions(cfg, inputs[None], targets[None])[0]
+        mask = targets != IGNORE_INDEX
+        assert mask.sum() == 5 and np.array_equal(pred[mask], targets[mask])
