@@ -18,6 +18,7 @@ class DataConfig:
     needle_value_len: int = 1  # tokens per needle value (digits of a passkey)
     needle_depth: float | None = None  # % depth of one needle/passkey; None = drawn per example
     needle_passkey: bool = False  # passkey style: marker token + value_len digits
+    needle_num_queries: int | None = None  # needles asked; None = all (fewer: distractors)
     num_train_examples: int = 20_000  # distinct training examples per slice
     num_eval_examples: int = 256  # test examples per slice
     power_a: float = 0.01  # MQAR query placement exponent (small = queries near the context)

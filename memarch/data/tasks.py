@@ -11,7 +11,8 @@ task               slice ``(a, b)``     source and data-config fields used
 mqar               (L, pairs)           MQAR; power_a, num_passes, overwrite_fraction
 forgetting_mqar    (L, pairs)           MQAR with R = max(1, round(overwrite_fraction·N))
                                         keys re-assigned (label: latest value)
-needle             (L, needles)         needle; needle_value_len, needle_depth, needle_passkey
+needle             (L, needles)         needle; needle_value_len, needle_depth, needle_passkey,
+                                        needle_num_queries (distractors)
 passkey            (L, digits)          one passkey needle of ``digits`` digits; needle_depth
 selective_copy     (L, data tokens)     selective copying
 induction          (L, triggers)        induction heads
@@ -98,6 +99,7 @@ def needle_config(cfg: DataConfig, seq_len: int, num_needles: int) -> needle.Nee
         value_len=cfg.needle_value_len,
         depth=cfg.needle_depth,
         passkey=cfg.needle_passkey,
+        num_queries=cfg.needle_num_queries,
     )
 
 

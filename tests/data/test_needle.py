@@ -200,3 +200,35 @@ def test_16k_needles_sit_at_the_requested_depth(passkey):
         pred = oracle_predictions(cfg, inputs[None], targets[None])[0]
         mask = targets != IGNORE_INDEX
         assert mask.sum() == 5 and np.array_equal(pred[mask], targets[mask])
+
+
+def test_distractor_needles_are_placed_but_never_asked():
+    """RULER multikey: N needles in the haystack, Q < N of them queried."""
+    from memarch.data.needle import oracle_predictions
+
+    cfg = NeedleConfig(vocab_size=64, seq_len=64, num_needles=4, value_len=2, num_queries=1)
+    assert cfg.haystack_len == 62 and cfg.query_len == 2
+    asked_which = set()
+    for i in range(40):
+        inputs, targets, starts = needle_example(cfg, seed=0, index=i)
+        keys = inputs[starts]
+        assert len(set(keys.tolist())) == 4  # four needles with distinct keys ...
+        assert np.flatnonzero(targets != IGNORE_INDEX).tolist() == [62, 63]  # ... one asked
+        (j,) = np.flatnonzero(keys == inputs[62])
+        np.testing.assert_array_equal(targets[62:], inputs[starts[j] + 1 : starts[j] + 3])
+        np.testing.assert_array_equal(
+            oracle_predictions(cfg, inputs[None], targets[None])[0], targets
+        )
+        asked_which.add(int(j))
+    assert asked_which == {0, 1, 2, 3}  # any needle may be the asked one
+    # the default (all asked) stream is unchanged by the field
+    full = dataclasses.replace(cfg, num_queries=None)
+    assert full.num_asked == 4 and full.haystack_len == 56
+    for bad in (0, 5, 1.0):
+        with pytest.raises(ValueError, match="num_queries"):
+            dataclasses.replace(cfg, num_queries=bad)
+    data = DataConfig(
+        task="needle", vocab_size=64, needle_value_len=2, needle_num_queries=1, num_eval_examples=3
+    )
+    (batch,) = list(eval_batches(data, 64, 4, 4))
+    assert (batch["targets"] != IGNORE_INDEX).sum(1).tolist() == [2, 2, 2]
