@@ -20,8 +20,9 @@ With vocabulary ``V``, length ``L``, ``N`` needles and values of ``m`` tokens:
 * the **query region** ``[H, L)`` asks for ``Q`` needles once each (all ``N`` by default;
   ``num_queries = Q < N`` leaves ``N − Q`` **distractor** needles never asked, as in RULER's
   multikey NIAH), in a random order: the slot of needle ``j`` is the ``m`` tokens
-  ``k_j v_j1 … v_j(m−1)`` (teacher forcing) with targets ``v_j1 … v_jm``: the value is the target at the key's position (shifted by one, as in
-  MQAR). ``targets`` is ``IGNORE_INDEX`` everywhere else;
+  ``k_j v_j1 … v_j(m−1)`` (teacher forcing) with targets ``v_j1 … v_jm``: the value is the
+  target at the key's position (shifted by one, as in MQAR). ``targets`` is
+  ``IGNORE_INDEX`` everywhere else;
 * **passkey** style (``passkey=True``, one needle): the key is the fixed marker token 1
   ("the pass key is"; never filler) and the value is an ``m``-digit number, digits being the
   10 tokens ``[V//2, V//2 + 10)``.
