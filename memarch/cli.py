@@ -4,6 +4,7 @@ memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learn
 memarch train --config configs/mqar_attention.py --workdir runs/attn --resume   # after a stop
 memarch train --config configs/lm_340m_hybrid.py mesh.data=2 mesh.fsdp=2 mesh.tensor=2
 memarch eval  --config configs/mqar_attention.py --workdir runs/attn
+memarch eval  --checkpoint runs/attn --task needle data.eval_slices='((256,1),)'
 memarch demo
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def _cmd_train(args) -> int:
@@ -37,17 +37,41 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from memarch.eval.mqar import markdown_table
+    from memarch.data.tasks import get_task
+    from memarch.eval.recall import (
+        baselines,
+        evaluate_task,
+        load_run_config,
+        load_run_params,
+        recall_table,
+        task_data,
+    )
     from memarch.train.config import apply_overrides, load_config
-    from memarch.train.trainer import build_model, evaluate, load_params
+    from memarch.train.trainer import build_model, evaluate
 
-    cfg = apply_overrides(load_config(args.config, tiny=args.tiny), args.overrides)
-    model = load_params(build_model(cfg), Path(args.workdir) / "params")
-    result = evaluate(model, cfg, step=0)
-    if isinstance(result["accuracy"], dict):
-        print(markdown_table({cfg.name: result["accuracy"]}))
+    if args.checkpoint:
+        if args.config or args.workdir:
+            raise ValueError("give either --checkpoint DIR or --config FILE --workdir DIR")
+        run_dir = args.checkpoint
+        cfg = load_run_config(run_dir)
     else:
+        if not (args.config and args.workdir):
+            raise ValueError("give --checkpoint DIR (a run directory) or --config and --workdir")
+        run_dir = args.workdir
+        cfg = load_config(args.config, tiny=args.tiny)
+    cfg = apply_overrides(cfg, args.overrides)
+    task = args.task or cfg.data.task
+    if task == "text":
+        model = load_run_params(build_model(cfg), cfg, run_dir)
+        result = evaluate(model, cfg, step=0)
         print(f"eval loss {result['loss']:.4f}  acc {result['accuracy']:.3f}")
+        return 0
+    data, slices = task_data(cfg.data, task)  # bad task / slice: an error before any loading
+    model = load_run_params(build_model(cfg), cfg, run_dir)
+    rows = {cfg.name: evaluate_task(model, task, data, slices)}
+    rows.update(baselines(task, data, slices))
+    print(f"task {task} ({data.num_eval_examples} test examples per slice, seed {data.eval_seed})")
+    print(recall_table(rows, get_task(task).slice_names))
     return 0
 
 
@@ -73,11 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     t.set_defaults(func=_cmd_train)
-    e = sub.add_parser("eval", help="evaluate saved parameters on the config's eval slices")
-    e.add_argument("--config", required=True, help="the config the run was trained with")
-    e.add_argument("--workdir", required=True, help="the run directory of `memarch train`")
-    e.add_argument("--tiny", action="store_true", help="the config's tiny CPU variant")
-    e.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    e = sub.add_parser(
+        "eval", help="evaluate a saved run on any recall task (with chance and oracle rows)"
+    )
+    e.add_argument("--checkpoint", help="a `memarch train` run directory (its config.json)")
+    e.add_argument("--task", help="task name (memarch.data.tasks; default: the run's data.task)")
+    e.add_argument("--config", help="instead of --checkpoint: the config the run used …")
+    e.add_argument("--workdir", help="… and the run directory of `memarch train`")
+    e.add_argument("--tiny", action="store_true", help="with --config: its tiny CPU variant")
+    e.add_argument(
+        "overrides",
+        nargs="*",
+        help="key.sub=value overrides, e.g. task parameters data.eval_slices='((256,8),)' "
+        "data.needle_depth=50 data.overwrite_fraction=0.5 data.num_eval_examples=1000",
+    )
     e.set_defaults(func=_cmd_eval)
     d = sub.add_parser("demo", help="MQAR: attention vs linear attention vs hybrid (CPU)")
     d.add_argument("--out", default="runs/demo", help="output folder (table, plot, runs)")

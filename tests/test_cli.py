@@ -43,7 +43,9 @@ def test_train_then_eval(tmp_path, capsys):
     assert (
         main(["eval", "--config", cfg, "--workdir", str(tmp_path), "data.num_eval_examples=4"]) == 0
     )
-    assert capsys.readouterr().out.split("| model |")[1].strip() == trained_table.strip()
+    evaluated = capsys.readouterr().out.split("| model |")[1].strip().splitlines()
+    assert evaluated[:3] == trained_table.strip().splitlines()  # header, rule, model row
+    assert evaluated[3].startswith("| chance |") and evaluated[4].startswith("| oracle | 1.000")
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,15 @@
-"""Synthetic tasks (index-addressable sources) and grain input pipelines."""
+"""Synthetic tasks (index-addressable sources), their registry and grain input pipelines."""
 
 from memarch.data.mqar import IGNORE_INDEX, MQARConfig, MQARSource, chance_accuracy, mqar_batch
+from memarch.data.tasks import TASKS, TaskSpec, get_task
 
-__all__ = ["IGNORE_INDEX", "MQARConfig", "MQARSource", "chance_accuracy", "mqar_batch"]
+__all__ = [
+    "IGNORE_INDEX",
+    "TASKS",
+    "MQARConfig",
+    "MQARSource",
+    "TaskSpec",
+    "chance_accuracy",
+    "get_task",
+    "mqar_batch",
+]

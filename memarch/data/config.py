@@ -7,20 +7,25 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    task: str = "mqar"  # mqar (associative recall) | needle (in a haystack) | text (a local file)
+    # mqar | forgetting_mqar | needle | passkey | selective_copy | induction | set_disjointness
+    # (memarch.data.tasks: each names the meaning of a slice's pair) | text (a local file)
+    task: str = "mqar"
     vocab_size: int = 256  # task vocabulary (keys from the lower half, values from the upper)
     train_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
     eval_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
-    # task needle: slices are (len, needles); see memarch.data.needle
+    # needle: (len, needles); passkey: (len, digits); selective_copy: (len, data tokens);
+    # induction: (len, triggers); set_disjointness: (first list len, second list len)
     needle_value_len: int = 1  # tokens per needle value (digits of a passkey)
-    needle_depth: float | None = None  # % depth of a single needle; None = drawn per example
+    needle_depth: float | None = None  # % depth of one needle/passkey; None = drawn per example
     needle_passkey: bool = False  # passkey style: marker token + value_len digits
+    needle_num_queries: int | None = None  # needles asked; None = all (fewer: distractors)
     num_train_examples: int = 20_000  # distinct training examples per slice
     num_eval_examples: int = 256  # test examples per slice
     power_a: float = 0.01  # MQAR query placement exponent (small = queries near the context)
     num_passes: int = 1  # times the key-value context is repeated (JRT-style)
     # forgetting MQAR: this fraction of each slice's pairs is re-assigned a new value after the
-    # context (R = round(fraction·N) keys; the label is the latest value); 0 = plain MQAR
+    # context (R = round(fraction·N) keys; the label is the latest value); 0 = plain MQAR;
+    # task forgetting_mqar needs it in (0, 1] and re-assigns R = max(1, round(fraction·N))
     overwrite_fraction: float = 0.0
     seed: int = 0  # training data seed
     eval_seed: int = 12345  # test data seed (different from training)

@@ -9,7 +9,7 @@ With vocabulary ``V``, length ``L``, ``N`` needles and values of ``m`` tokens:
 
 * keys come from ``[1, V//2)`` and value tokens from ``[V//2, V)`` (as in MQAR);
 * a **needle** is ``n = 1 + m`` tokens ``k v_1 … v_m``; the ``N`` keys are distinct;
-* the **haystack** is positions ``[0, H)``, ``H = L − N·m``: filler tokens drawn uniformly
+* the **haystack** is positions ``[0, H)``, ``H = L − Q·m``: filler tokens drawn uniformly
   from the key range *minus the needle keys* (so each key occurs once in the haystack, and
   every query has exactly one answer), with the needles written over it, never overlapping;
 * **depth**: needle ``j`` starts at ``s_j``; its depth is ``100 · s_j / (H − n)`` %, so 0 %
@@ -17,10 +17,12 @@ With vocabulary ``V``, length ``L``, ``N`` needles and values of ``m`` tokens:
   needle only) puts it at ``s = round(depth/100 · (H − n))``; otherwise the starts are drawn
   uniformly among the non-overlapping placements (``N`` sorted offsets in ``[0, H − N·n]``,
   drawn with replacement, plus ``j·n``);
-* the **query region** ``[H, L)`` asks for every needle once, in a random order: the slot of
-  needle ``j`` is the ``m`` tokens ``k_j v_j1 … v_j(m−1)`` (teacher forcing) with targets
-  ``v_j1 … v_jm``: the value is the target at the key's position (shifted by one, as in
-  MQAR). ``targets`` is ``IGNORE_INDEX`` everywhere else;
+* the **query region** ``[H, L)`` asks for ``Q`` needles once each (all ``N`` by default;
+  ``num_queries = Q < N`` leaves ``N − Q`` **distractor** needles never asked, as in RULER's
+  multikey NIAH), in a random order: the slot of needle ``j`` is the ``m`` tokens
+  ``k_j v_j1 … v_j(m−1)`` (teacher forcing) with targets ``v_j1 … v_jm``: the value is the
+  target at the key's position (shifted by one, as in MQAR). ``targets`` is
+  ``IGNORE_INDEX`` everywhere else;
 * **passkey** style (``passkey=True``, one needle): the key is the fixed marker token 1
   ("the pass key is"; never filler) and the value is an ``m``-digit number, digits being the
   10 tokens ``[V//2, V//2 + 10)``.
@@ -57,10 +59,16 @@ class NeedleConfig:
 
     vocab_size: int  # V: keys in [1, V//2), value tokens in [V//2, V)
     seq_len: int  # L
-    num_needles: int = 1  # N distinct key→value needles, each queried once
+    num_needles: int = 1  # N distinct key→value needles in the haystack
     value_len: int = 1  # m tokens per value (the number of digits for a passkey)
     depth: float | None = None  # % of the haystack where the needle starts; None = drawn
     passkey: bool = False  # key = marker token 1, value = m digits (one needle)
+    num_queries: int | None = None  # Q needles asked (None = all N; the rest are distractors)
+
+    @property
+    def num_asked(self) -> int:
+        """Number ``Q`` of needles queried (``N`` unless ``num_queries`` is set)."""
+        return self.num_needles if self.num_queries is None else self.num_queries
 
     @property
     def needle_len(self) -> int:
@@ -69,13 +77,16 @@ class NeedleConfig:
 
     @property
     def query_len(self) -> int:
-        """Length ``N·m`` of the query region."""
-        return self.num_needles * self.value_len
+        """Length ``Q·m`` of the query region."""
+        return self.num_asked * self.value_len
 
     @property
     def haystack_len(self) -> int:
         """Length ``H = L − N·m`` of the haystack (everything before the first query)."""
         return self.seq_len - self.query_len
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the offending field and the accepted values."""
@@ -89,7 +100,14 @@ class NeedleConfig:
             raise ValueError(f"value_len must be >= 1; got {self.value_len}")
         if not isinstance(self.passkey, bool):
             raise ValueError(f"passkey must be a bool; got {self.passkey!r}")
-        v, n = self.vocab_size, self.num_needles
+        v, n, q = self.vocab_size, self.num_needles, self.num_queries
+        if q is not None and (
+            isinstance(q, bool) or not isinstance(q, Integral) or not 1 <= q <= n
+        ):
+            raise ValueError(
+                f"num_queries must be None (all needles) or an int in [1, num_needles={n}]; "
+                f"got {q!r}"
+            )
         if self.passkey:
             if n != 1:
                 raise ValueError(f"num_needles must be 1 with passkey=True; got {n}")
@@ -106,7 +124,7 @@ class NeedleConfig:
         need = n * self.needle_len + self.query_len
         if self.seq_len < need:
             raise ValueError(
-                f"seq_len must be >= num_needles·(1 + value_len) + num_needles·value_len = "
+                f"seq_len must be >= num_needles·(1 + value_len) + num_queries·value_len = "
                 f"{need} (needles plus queries); got {self.seq_len}"
             )
         d = self.depth
@@ -122,6 +140,13 @@ class NeedleConfig:
                     f"depth fixes one needle's placement: it needs num_needles=1 (got {n}); "
                     "use depth=None to draw the depths of several needles"
                 )
+
+
+def answer_tokens(config: NeedleConfig) -> np.ndarray:
+    """The candidate answers (int32): the 10 digits for a passkey, else ``[V//2, V)``."""
+    half = config.vocab_size // 2
+    stop = half + NUM_DIGITS if config.passkey else config.vocab_size
+    return np.arange(half, stop, dtype=np.int32)
 
 
 def chance_accuracy(config: NeedleConfig) -> float:
@@ -174,12 +199,27 @@ def needle_example(
         inputs[s] = keys[j]
         inputs[s + 1 : s + 1 + m] = values[j]
     targets = np.full(config.seq_len, IGNORE_INDEX, np.int32)
-    for slot, j in enumerate(rng.permutation(big_n)):
+    for slot, j in enumerate(rng.permutation(big_n)[: config.num_asked]):
         q = h + slot * m
         inputs[q] = keys[j]
         inputs[q + 1 : q + m] = values[j, : m - 1]
         targets[q : q + m] = values[j]
     return inputs, targets, starts
+
+
+def oracle_predictions(config: NeedleConfig, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Answers read from ``inputs [B, L]`` alone: at a labelled position ``pos`` in the query
+    slot starting at ``q`` (slots of ``m`` tokens from ``H``), the haystack token
+    ``pos − q + 1`` places after the only haystack occurrence of the slot's key
+    ``inputs[q]``. Returns ``int32 [B, L]`` (``IGNORE_INDEX`` off the labels)."""
+    inputs, targets = np.asarray(inputs), np.asarray(targets)
+    h, m = config.haystack_len, config.value_len
+    out = np.full(targets.shape, IGNORE_INDEX, np.int32)
+    for b, pos in zip(*np.nonzero(targets != IGNORE_INDEX), strict=True):
+        q = h + (pos - h) // m * m
+        (where,) = np.nonzero(inputs[b, :h] == inputs[b, q])
+        out[b, pos] = inputs[b, where[0] + 1 + pos - q]
+    return out
 
 
 class NeedleSource(SyntheticSource):

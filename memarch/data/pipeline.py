@@ -10,10 +10,13 @@ import grain
 import numpy as np
 
 from memarch.data.config import DataConfig
-from memarch.data.mqar import MQARConfig, MQARSource
-from memarch.data.needle import NeedleConfig, NeedleSource
+from memarch.data.source import SyntheticSource
+from memarch.data.tasks import TASKS as RECALL_TASKS
+from memarch.data.tasks import get_task, slice_config
+from memarch.data.tasks import mqar_config as mqar_config  # re-exported
+from memarch.data.tasks import needle_config as needle_config  # re-exported
 
-TASKS = ("mqar", "needle", "text")
+TASKS = (*RECALL_TASKS, "text")  # every value data.task accepts
 
 
 def _check_task(cfg: DataConfig) -> None:
@@ -31,39 +34,8 @@ def _check_task(cfg: DataConfig) -> None:
             raise ValueError("data.text_file must name a local UTF-8 text file for task 'text'")
         return
     if not cfg.train_slices:
-        raise ValueError("data.train_slices must list at least one (seq_len, num_pairs)")
-
-
-def mqar_config(cfg: DataConfig, seq_len: int, num_pairs: int) -> MQARConfig:
-    """The MQAR slice ``(seq_len, num_pairs)`` with the data config's shared fields."""
-    if not 0.0 <= cfg.overwrite_fraction <= 1.0:
-        raise ValueError(
-            f"data.overwrite_fraction must be in [0, 1]; got {cfg.overwrite_fraction!r}"
-        )
-    mq = MQARConfig(
-        vocab_size=cfg.vocab_size,
-        seq_len=seq_len,
-        num_pairs=num_pairs,
-        power_a=cfg.power_a,
-        num_passes=cfg.num_passes,
-        num_overwrites=round(cfg.overwrite_fraction * num_pairs),
-    )
-    mq.validate()
-    return mq
-
-
-def needle_config(cfg: DataConfig, seq_len: int, num_needles: int) -> NeedleConfig:
-    """The needle slice ``(seq_len, num_needles)`` with the data config's shared fields."""
-    nc = NeedleConfig(
-        vocab_size=cfg.vocab_size,
-        seq_len=seq_len,
-        num_needles=num_needles,
-        value_len=cfg.needle_value_len,
-        depth=cfg.needle_depth,
-        passkey=cfg.needle_passkey,
-    )
-    nc.validate()
-    return nc
+        names = ", ".join(get_task(cfg.task).slice_names)
+        raise ValueError(f"data.train_slices must list at least one ({names}) slice")
 
 
 def slice_source(
@@ -74,27 +46,22 @@ def slice_source(
     seed: int,
     num_examples: int,
     pad_to: int | None = None,
-) -> MQARSource | NeedleSource:
-    """The random-access source of one slice ``(seq_len, n)`` of task ``mqar`` (n pairs) or
-    ``needle`` (n needles)."""
+) -> SyntheticSource:
+    """The random-access source of one slice ``(seq_len, n)`` of task ``cfg.task`` (the
+    meaning of the pair is the task's ``slice_names``; see :mod:`memarch.data.tasks`)."""
     _check_task(cfg)
-    if cfg.task == "needle":
-        return NeedleSource(
-            needle_config(cfg, seq_len, n), seed=seed, num_examples=num_examples, pad_to=pad_to
-        )
-    if cfg.task != "mqar":
-        raise ValueError(f"data.task {cfg.task!r} has no (seq_len, n) slices")
-    return MQARSource(
-        mqar_config(cfg, seq_len, n), seed=seed, num_examples=num_examples, pad_to=pad_to
-    )
+    if cfg.task == "text":
+        raise ValueError("data.task 'text' has no (seq_len, n) slices")
+    config = slice_config(cfg, seq_len, n)
+    return get_task(cfg.task).source(config, seed=seed, num_examples=num_examples, pad_to=pad_to)
 
 
 def prompt_len(cfg: DataConfig, seq_len: int, n: int) -> int:
     """Tokens before the first query of a slice: the key–value context ``2·N·P`` (mqar) or
-    the haystack ``L − N·m`` (needle). Budgeted evaluation prefills exactly these."""
-    if cfg.task == "needle":
-        return needle_config(cfg, seq_len, n).haystack_len
-    return mqar_config(cfg, seq_len, n).context_len
+    the haystack ``L − N·m`` (needle), … (the task's ``prompt_len``). Budgeted evaluation
+    prefills exactly these."""
+    _check_task(cfg)
+    return get_task(cfg.task).prompt_len(slice_config(cfg, seq_len, n))
 
 
 def train_examples(cfg: DataConfig) -> grain.MapDataset:
@@ -112,19 +79,19 @@ def train_examples(cfg: DataConfig) -> grain.MapDataset:
         return grain.MapDataset.source(
             PackedText(train, seq_len=cfg.seq_len, seed=cfg.seed)
         ).repeat()
-    pad_to = max(length for length, _ in cfg.train_slices)
+    pad_to = max(slice_config(cfg, a, b).seq_len for a, b in cfg.train_slices)
     parts = [
         grain.MapDataset.source(
             slice_source(
                 cfg,
-                length,
-                pairs,
+                a,
+                b,
                 seed=cfg.seed + 1000 * i,
                 num_examples=cfg.num_train_examples,
                 pad_to=pad_to,
             )
         )
-        for i, (length, pairs) in enumerate(cfg.train_slices)
+        for i, (a, b) in enumerate(cfg.train_slices)
     ]
     mixed = grain.MapDataset.mix(parts) if len(parts) > 1 else parts[0]
     return mixed.shuffle(seed=cfg.seed).repeat()
@@ -161,8 +128,8 @@ def text_eval_batches(cfg: DataConfig, batch_size: int):
 
 
 def eval_batches(cfg: DataConfig, seq_len: int, num_pairs: int, batch_size: int):
-    """Yields test batches of one slice (seeded by ``eval_seed``, disjoint from training) of
-    task ``mqar`` (``num_pairs`` pairs) or ``needle`` (``num_pairs`` needles)."""
+    """Yields test batches of one slice ``(seq_len, num_pairs)`` of task ``cfg.task`` (seeded
+    by ``eval_seed``, disjoint from training; the pair means the task's ``slice_names``)."""
     src = slice_source(
         cfg, seq_len, num_pairs, seed=cfg.eval_seed, num_examples=cfg.num_eval_examples
     )

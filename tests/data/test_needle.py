@@ -182,3 +182,53 @@ def test_rejects_bad_source_arguments():
         NeedleSource(BASE, seed=0, num_examples=1)[1]
     with pytest.raises(ValueError, match="passkey"):
         NeedleConfig(vocab_size=16, seq_len=40, passkey=True).validate()
+
+
+@pytest.mark.parametrize("passkey", [True, False])
+def test_16k_needles_sit_at_the_requested_depth(passkey):
+    """Lengths up to 16k: the needle starts at round(depth·(H − n)) and the brute-force oracle
+    (reading the inputs only) answers every query."""
+    from memarch.data.needle import oracle_predictions
+
+    for depth in (0.0, 37.5, 100.0):
+        cfg = NeedleConfig(vocab_size=64, seq_len=16384, value_len=5, depth=depth, passkey=passkey)
+        h, n = cfg.haystack_len, cfg.needle_len
+        inputs, targets, starts = needle_example(cfg, seed=2, index=int(depth))
+        assert starts.tolist() == [round(depth / 100 * (h - n))]
+        assert np.flatnonzero(inputs[:h] == inputs[h]).tolist() == starts.tolist()
+        assert needle_depth(cfg, int(starts[0])) == pytest.approx(depth, abs=100 / (h - n))
+        pred = oracle_predictions(cfg, inputs[None], targets[None])[0]
+        mask = targets != IGNORE_INDEX
+        assert mask.sum() == 5 and np.array_equal(pred[mask], targets[mask])
+
+
+def test_distractor_needles_are_placed_but_never_asked():
+    """RULER multikey: N needles in the haystack, Q < N of them queried."""
+    from memarch.data.needle import oracle_predictions
+
+    cfg = NeedleConfig(vocab_size=64, seq_len=64, num_needles=4, value_len=2, num_queries=1)
+    assert cfg.haystack_len == 62 and cfg.query_len == 2
+    asked_which = set()
+    for i in range(40):
+        inputs, targets, starts = needle_example(cfg, seed=0, index=i)
+        keys = inputs[starts]
+        assert len(set(keys.tolist())) == 4  # four needles with distinct keys ...
+        assert np.flatnonzero(targets != IGNORE_INDEX).tolist() == [62, 63]  # ... one asked
+        (j,) = np.flatnonzero(keys == inputs[62])
+        np.testing.assert_array_equal(targets[62:], inputs[starts[j] + 1 : starts[j] + 3])
+        np.testing.assert_array_equal(
+            oracle_predictions(cfg, inputs[None], targets[None])[0], targets
+        )
+        asked_which.add(int(j))
+    assert asked_which == {0, 1, 2, 3}  # any needle may be the asked one
+    # the default (all asked) stream is unchanged by the field
+    full = dataclasses.replace(cfg, num_queries=None)
+    assert full.num_asked == 4 and full.haystack_len == 56
+    for bad in (0, 5, 1.0):
+        with pytest.raises(ValueError, match="num_queries"):
+            dataclasses.replace(cfg, num_queries=bad)
+    data = DataConfig(
+        task="needle", vocab_size=64, needle_value_len=2, needle_num_queries=1, num_eval_examples=3
+    )
+    (batch,) = list(eval_batches(data, 64, 4, 4))
+    assert (batch["targets"] != IGNORE_INDEX).sum(1).tolist() == [2, 2, 2]
