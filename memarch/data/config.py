@@ -27,6 +27,16 @@ class DataConfig:
     # context (R = round(fraction·N) keys; the label is the latest value); 0 = plain MQAR;
     # task forgetting_mqar needs it in (0, 1] and re-assigns R = max(1, round(fraction·N))
     overwrite_fraction: float = 0.0
+    # task overwrite_stream: slices are (len, live keys); see memarch.data.overwrite_stream
+    stream_p_update: float = 0.5  # P(a write overwrites a written key while new keys remain)
+    stream_query_prob: float = 0.2  # P(a non-filler event is a query once a key is written)
+    stream_filler_ratio: float = 0.0  # P(an event is filler), in [0, 1)
+    stream_unset_prob: float = 0.0  # P(a query asks a never-written key; answer UNSET)
+    stream_final_queries: int = 0  # distinct written keys queried at the end of the stream
+    # task segmented_recall: slices are (segments, segment len); see memarch.data.segmented_recall
+    segment_facts: int = 4  # facts written at the start of each segment
+    segment_distances: tuple[int, ...] = (0, 1, 2, 4)  # segment i asks facts of segment i − d
+    segment_queries: int = 2  # facts asked per (segment, distance)
     seed: int = 0  # training data seed
     eval_seed: int = 12345  # test data seed (different from training)
     text_file: str = ""  # task text: a UTF-8 file, built once into a TFDS ArrayRecord dataset

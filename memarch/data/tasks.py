@@ -17,6 +17,8 @@ passkey            (L, digits)          one passkey needle of ``digits`` digits;
 selective_copy     (L, data tokens)     selective copying
 induction          (L, triggers)        induction heads
 set_disjointness   (first, second)      JRT set disjointness (L = first + second + 3)
+overwrite_stream   (L, keys)            key-value overwrite stream; stream_* fields
+segmented_recall   (segments, C)        facts queried d segments later; segment_* fields
 =================  ===================  =====================================================
 
 Each spec gives the task's metric ingredients: ``chance`` (a uniform guess among
@@ -32,7 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from memarch.data import induction, mqar, needle, selective_copy, set_disjointness
+from memarch.data import (
+    induction,
+    mqar,
+    needle,
+    overwrite_stream,
+    segmented_recall,
+    selective_copy,
+    set_disjointness,
+)
 from memarch.data.config import DataConfig
 from memarch.data.source import IGNORE_INDEX, SyntheticSource
 
@@ -135,6 +145,81 @@ def mqar_oracle_predictions(
     return out
 
 
+def overwrite_stream_config(
+    cfg: DataConfig, seq_len: int, num_keys: int
+) -> overwrite_stream.OverwriteStreamConfig:
+    """The overwrite-stream slice ``(seq_len, num_keys)`` with the ``stream_*`` fields."""
+    oc = overwrite_stream.OverwriteStreamConfig(
+        vocab_size=cfg.vocab_size,
+        seq_len=seq_len,
+        num_keys=num_keys,
+        p_update=cfg.stream_p_update,
+        query_prob=cfg.stream_query_prob,
+        filler_ratio=cfg.stream_filler_ratio,
+        unset_prob=cfg.stream_unset_prob,
+        num_final_queries=cfg.stream_final_queries,
+    )
+    oc.validate()
+    return oc
+
+
+def overwrite_stream_answer_tokens(config: overwrite_stream.OverwriteStreamConfig) -> np.ndarray:
+    """Value tokens ``[V//2, V)``, plus UNSET when queries may ask unwritten keys."""
+    values = np.arange(config.vocab_size // 2, config.vocab_size, dtype=np.int32)
+    if config.unset_prob > 0:
+        values = np.concatenate([np.array([overwrite_stream.UNSET], np.int32), values])
+    return values
+
+
+def overwrite_stream_oracle(
+    config: overwrite_stream.OverwriteStreamConfig, inputs: np.ndarray, targets: np.ndarray
+) -> np.ndarray:
+    """Replays the two-token events of ``inputs [B, L]``: a query ``QUERY k`` is answered
+    with ``k``'s latest written value (UNSET if none). Returns ``int32 [B, L]``."""
+    inputs, targets = np.asarray(inputs), np.asarray(targets)
+    out = np.full(targets.shape, IGNORE_INDEX, np.int32)
+    for b in range(inputs.shape[0]):
+        latest: dict[int, int] = {}
+        for e in range(inputs.shape[1] // 2):
+            first, second = int(inputs[b, 2 * e]), int(inputs[b, 2 * e + 1])
+            if first == overwrite_stream.QUERY:
+                if targets[b, 2 * e + 1] != IGNORE_INDEX:
+                    out[b, 2 * e + 1] = latest.get(second, overwrite_stream.UNSET)
+            elif first >= overwrite_stream.FIRST_KEY:
+                latest[first] = second
+    return out
+
+
+def segmented_recall_config(
+    cfg: DataConfig, num_segments: int, segment_len: int
+) -> segmented_recall.SegmentedRecallConfig:
+    """The segmented-recall slice ``(num_segments, segment_len)`` with the ``segment_*``
+    fields."""
+    sc = segmented_recall.SegmentedRecallConfig(
+        vocab_size=cfg.vocab_size,
+        num_segments=num_segments,
+        segment_len=segment_len,
+        facts_per_segment=cfg.segment_facts,
+        distances=tuple(cfg.segment_distances),
+        queries_per_distance=cfg.segment_queries,
+    )
+    sc.validate()
+    return sc
+
+
+def segmented_recall_oracle(
+    config: segmented_recall.SegmentedRecallConfig, inputs: np.ndarray, targets: np.ndarray
+) -> np.ndarray:
+    """At each labelled position (a queried key), the token after the key's first occurrence
+    (its write; keys are distinct within a sequence). Returns ``int32 [B, L]``."""
+    inputs, targets = np.asarray(inputs), np.asarray(targets)
+    out = np.full(targets.shape, IGNORE_INDEX, np.int32)
+    for b, pos in zip(*np.nonzero(targets != IGNORE_INDEX), strict=True):
+        (where,) = np.nonzero(inputs[b, :pos] == inputs[b, pos])
+        out[b, pos] = inputs[b, where[0] + 1]
+    return out
+
+
 def _mqar_spec(name: str, build) -> TaskSpec:
     return TaskSpec(
         name=name,
@@ -202,6 +287,26 @@ TASKS: dict[str, TaskSpec] = {
         oracle=set_disjointness.oracle_predictions,
         prompt_len=lambda c: c.seq_len - 1,
     ),
+    "overwrite_stream": TaskSpec(
+        name="overwrite_stream",
+        slice_names=("L", "keys"),
+        build=overwrite_stream_config,
+        source=overwrite_stream.OverwriteStreamSource,
+        chance=overwrite_stream.chance_accuracy,
+        answer_tokens=overwrite_stream_answer_tokens,
+        oracle=overwrite_stream_oracle,
+        prompt_len=lambda c: 2,  # the first event (a query needs a written key)
+    ),
+    "segmented_recall": TaskSpec(
+        name="segmented_recall",
+        slice_names=("segments", "C"),
+        build=segmented_recall_config,
+        source=segmented_recall.SegmentedRecallSource,
+        chance=segmented_recall.chance_accuracy,
+        answer_tokens=lambda c: np.arange(c.vocab_size // 2, c.vocab_size, dtype=np.int32),
+        oracle=segmented_recall_oracle,
+        prompt_len=lambda c: 2 * c.facts_per_segment,  # the first segment's writes
+    ),
 }
 
 
@@ -241,7 +346,9 @@ __all__ = [
     "get_task",
     "mqar_config",
     "needle_config",
+    "overwrite_stream_config",
     "passkey_config",
+    "segmented_recall_config",
     "slice_config",
     "uniform_predictions",
 ]

@@ -37,6 +37,16 @@ DATA = {
     "set_disjointness": DataConfig(
         task="set_disjointness", vocab_size=64, train_slices=((4, 16), (16, 4))
     ),
+    "overwrite_stream": DataConfig(
+        task="overwrite_stream",
+        vocab_size=64,
+        stream_unset_prob=0.1,
+        stream_final_queries=2,
+        train_slices=((48, 4), (64, 8)),
+    ),
+    "segmented_recall": DataConfig(
+        task="segmented_recall", vocab_size=128, train_slices=((6, 32), (8, 40))
+    ),
 }
 
 
@@ -135,6 +145,8 @@ def test_pipeline_trains_every_task(name):
         ("selective_copy", {"train_slices": ((10, 5),)}, "seq_len"),
         ("induction", {"train_slices": ((64, 0),)}, "num_triggers"),
         ("set_disjointness", {"train_slices": ((4, 40),)}, "vocab_size"),
+        ("overwrite_stream", {"stream_p_update": 1.5}, "p_update"),
+        ("segmented_recall", {"segment_queries": 9}, "queries_per_distance"),
     ],
 )
 def test_bad_task_parameters_fail_before_training(name, change, field, monkeypatch):
