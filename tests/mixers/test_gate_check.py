@@ -219,3 +219,21 @@ def test_register_retention_validates():
         register_retention("lq")(lambda a: a)
     with pytest.raises(ValueError, match="retention must be one of"):
         conformance.check_retention("no_such_retention")
+
+
+def test_check_gate_catches_a_chunked_form_that_disagrees(monkeypatch):
+    """The chunked-vs-recurrent comparison is not vacuous: a chunked op that decays 10 % too
+    fast (as a gate too steep for the chunked form's precision would) is caught."""
+    from memarch.mixers import gla as gla_module
+
+    real = gla_module.GLA.op
+
+    def skewed(q, k, v, g, **kwargs):
+        return real(q, k, v, 1.1 * g if kwargs["impl"] == "chunk" else g, **kwargs)
+
+    monkeypatch.setattr(gla_module.GLA, "op", staticmethod(skewed))
+    with pytest.raises(
+        AssertionError,
+        match=r"check_gate\('t_good'\) in gla: chunked vs naive recurrent: outputs: relative",
+    ):
+        conformance.check_gate("t_good", mixers=["gla"])
