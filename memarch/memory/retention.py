@@ -20,7 +20,8 @@ online form for free. Registered gates (:func:`make_retention`):
 
 For ``kl_softmax``, ``softmax(α log W_{t−1} − η∇) = softmax(α A_{t−1} − η∇)`` because softmax
 ignores the per-row constant ``log Z``: the Memora update is exactly this linear recurrence on
-the logits. To add a gate, write its projection and add it to :data:`RETENTIONS`.
+the logits. To add a gate, write its projection of one weight matrix and register it with
+:func:`register_retention` (then ``MemoryConfig(retention=name)`` accepts it).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def make_retention(name: str, *, q: float = 4.0, scale: float = 1.0, threshold: 
         "lq": lambda a: _lq_normalise(a, q),
         "kl_softmax": lambda a: _softmax_rows(a, scale),
         "elastic_net": lambda a: _soft_threshold(a, threshold),
+        **_REGISTERED,
     }
     leaf_map = maps[name]
     project = (lambda t: t) if leaf_map is None else (lambda t: jax.tree.map(leaf_map, t))
@@ -86,3 +88,39 @@ RETENTIONS: dict[str, bool] = {  # name -> uses the decay gate
     "kl_softmax": True,
     "elastic_net": True,
 }
+
+_REGISTERED: dict[str, Callable[[jax.Array], jax.Array]] = {}  # added by register_retention
+
+
+def register_retention(
+    name: str, *, decays: bool = True, replace: bool = False
+) -> Callable[[Callable[[jax.Array], jax.Array]], Callable[[jax.Array], jax.Array]]:
+    """Decorator registering a retention gate by its projection of one weight matrix.
+
+    ``leaf_map(a [R, C]) -> w [R, C]`` (float32, smooth, finite at ``a = 0``) is applied to
+    each weight matrix of one memory; ``decays``: whether the decay gate γ is used too.
+    ``replace=True`` re-registers a name added earlier (built-in names cannot be replaced).
+    Check a new gate with :func:`memarch.mixers.conformance.check_retention`.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"retention name must be a non-empty str; got {name!r}")
+    if name in RETENTIONS and (name not in _REGISTERED or not replace):
+        raise ValueError(
+            f"retention {name!r} is already registered; registered: {sorted(RETENTIONS)}"
+        )
+
+    def deco(leaf_map: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+        if not callable(leaf_map):
+            raise ValueError(f"retention {name!r}: the projection must be callable")
+        RETENTIONS[name] = bool(decays)
+        _REGISTERED[name] = leaf_map
+        return leaf_map
+
+    return deco
+
+
+def unregister_retention(name: str) -> None:
+    """Removes a retention added by :func:`register_retention` (built-ins stay)."""
+    if name not in _REGISTERED:
+        raise ValueError(f"retention {name!r} was not added by register_retention")
+    del _REGISTERED[name], RETENTIONS[name]

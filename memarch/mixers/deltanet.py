@@ -8,6 +8,10 @@ SiLU first):
   with ``log α_t = −exp(A_log) · softplus(W_a x_t + dt_bias)``; A ~ U(0, 16) and
   ``dt_bias = softplus⁻¹(dt)``, dt log-uniform in [1e-3, 1e-1] (Mamba-2's initialisation).
 
+``gate="mamba2"`` (default) is that decay; any other ``gate`` names a per-head decay gate
+registered with :func:`memarch.layers.gates.register_gate` (``log α_t = gate(x)_t``), which
+replaces ``W_a``, ``A_log`` and ``dt_bias`` (``dt_min``/``dt_max`` then do nothing).
+
 ``β_t = σ(W_β x_t)``, or ``2σ(·)`` with ``allow_neg_eigval`` (eigenvalues of the transition
 in (−1, 1)). Output: ``o_proj(RMSNorm(o) ⊙ silu(W_g x))``.
 """
@@ -21,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from memarch.layers import gates as gate_registry
 from memarch.layers.norms import l2_normalize
 from memarch.mixers._recurrent import RecurrentConfig, RecurrentMixer
 from memarch.mixers._registry import register
@@ -38,9 +43,12 @@ class GatedDeltaNetConfig(DeltaNetConfig):
     expand_v: float = 2.0  # value width per head = 2 · head_dim (flash-linear-attention default)
     dt_min: float = 1e-3  # smallest initial softplus step (decay rate)
     dt_max: float = 1e-1  # largest initial softplus step
+    gate: str = "mamba2"  # the decay: Mamba-2's (built in) or a registered per-head gate's name
 
     def __post_init__(self):
         super().__post_init__()
+        if self.gate != "mamba2":
+            gate_registry.gate_entry(self.gate, mixer="gated_deltanet")  # ValueError if unknown
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max; got {self.dt_min}, {self.dt_max}")
 
@@ -80,6 +88,16 @@ class GatedDeltaNet(DeltaNet):
         self, config: GatedDeltaNetConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs
     ):
         super().__init__(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
+        if config.gate != "mamba2":  # a registered gate
+            self.decay_gate = gate_registry.build_gate(
+                config.gate,
+                mixer="gated_deltanet",
+                d_model=d_model,
+                num_heads=num_heads,
+                key_dim=self.key_dim,
+                rngs=rngs,
+            )
+            return
         self.a_proj = nnx.Linear(d_model, num_heads, use_bias=False, rngs=rngs)
         a = jax.random.uniform(rngs.params(), (num_heads,), jnp.float32, 0.0, 16.0)
         self.A_log = nnx.Param(jnp.log(jnp.maximum(a, 1e-4)))
@@ -91,6 +109,18 @@ class GatedDeltaNet(DeltaNet):
         self.dt_bias = nnx.Param(dt + jnp.log(-jnp.expm1(-dt)))  # softplus⁻¹(dt)
 
     def gates(self, x):
+        if self.config.gate != "mamba2":
+            g = self.decay_gate(x)
+            b, t, _ = x.shape
+            gate_registry.check_gate_output(
+                self.config.gate,
+                g,
+                batch=b,
+                length=t,
+                num_heads=self.num_heads,
+                key_dim=self.key_dim,
+            )
+            return (g, self.beta(x))
         a = self.a_proj(x).astype(jnp.float32) + self.dt_bias[...]
         g = -jnp.exp(self.A_log[...]) * jax.nn.softplus(a)  # log α ≤ 0, [B, T, H]
         return (g, self.beta(x))

@@ -4,8 +4,10 @@
 ``o_proj(RMSNorm(o) ⊙ silu(W_g x))``. The log decay is a low-rank projection
 ``g_t = logsigmoid(W₂ W₁ x_t + b₂) / τ`` (rank 16, τ = 16 as in flash-linear-attention),
 optionally clamped below; ``gate="head"`` gives one decay per head (the RetNet / Mamba-2 style
-scalar gate) instead of one per key channel. Unlike FLA's default, the short conv is on
-(kernel 4), as in every mixer of this family here; set ``short_conv=0`` for the original.
+scalar gate) instead of one per key channel; any other ``gate`` names a decay gate registered
+with :func:`memarch.layers.gates.register_gate`, which then replaces the low-rank projection
+(the ``gate_*`` options apply to the two built-ins only). Unlike FLA's default, the short conv
+is on (kernel 4), as in every mixer of this family here; set ``short_conv=0`` for the original.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from memarch.layers import gates as gate_registry
 from memarch.mixers._recurrent import RecurrentConfig, RecurrentMixer
 from memarch.mixers._registry import register
 from memarch.ops.gla import gla, gla_step
@@ -25,7 +28,8 @@ GATES = ("channel", "head")
 
 @dataclasses.dataclass(frozen=True)
 class GLAConfig(RecurrentConfig):
-    gate: str = "channel"  # decay per key channel (GLA) or per head (scalar, Mamba-2 style)
+    # decay per key channel (GLA), per head (scalar, Mamba-2 style), or a registered gate's name
+    gate: str = "channel"
     gate_rank: int = 16  # rank of the gate projection W₂W₁
     gate_normalizer: float = 16.0  # τ in g = logsigmoid(·)/τ (larger = slower forgetting)
     gate_clamp_min: float | None = None  # lower bound on g (None = unbounded)
@@ -36,7 +40,7 @@ class GLAConfig(RecurrentConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.gate not in GATES:
-            raise ValueError(f"gate must be one of {list(GATES)}; got {self.gate!r}")
+            gate_registry.gate_entry(self.gate, mixer="gla")  # ValueError naming accepted
         if self.gate_rank < 1:
             raise ValueError(f"gate_rank must be >= 1; got {self.gate_rank}")
         if self.gate_normalizer <= 0:
@@ -52,6 +56,16 @@ class GLA(RecurrentMixer):
 
     def __init__(self, config: GLAConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs):
         super().__init__(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
+        if config.gate not in GATES:  # a registered gate
+            self.decay_gate = gate_registry.build_gate(
+                config.gate,
+                mixer="gla",
+                d_model=d_model,
+                num_heads=num_heads,
+                key_dim=self.key_dim,
+                rngs=rngs,
+            )
+            return
         width = num_heads * (self.key_dim if config.gate == "channel" else 1)
         self.gate_down = nnx.Linear(d_model, config.gate_rank, use_bias=False, rngs=rngs)
         self.gate_up = nnx.Linear(
@@ -64,6 +78,17 @@ class GLA(RecurrentMixer):
 
     def gates(self, x: jax.Array) -> tuple[jax.Array]:
         b, t, _ = x.shape
+        if self.config.gate not in GATES:
+            g = self.decay_gate(x)
+            gate_registry.check_gate_output(
+                self.config.gate,
+                g,
+                batch=b,
+                length=t,
+                num_heads=self.num_heads,
+                key_dim=self.key_dim,
+            )
+            return (g,)
         logits = self.gate_up(self.gate_down(x)).astype(jnp.float32)
         g = jax.nn.log_sigmoid(logits) / self.config.gate_normalizer
         if self.config.gate_clamp_min is not None:
