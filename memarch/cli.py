@@ -60,13 +60,23 @@ def _cmd_ablate(args) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1; got {args.workers}")
     base = apply_overrides(load_config(args.config, tiny=args.tiny), args.overrides)
+    given = parse_grid_args(args.grid)
+    names = {x.name for x in given}
     axes = [] if args.grid_file is None else load_grid_file(args.grid_file)
-    axes += parse_grid_args(args.grid)
+    axes = [x if x.name not in names else next(g for g in given if g.name == x.name) for x in axes]
+    axes += [g for g in given if g.name not in {x.name for x in axes}]
     if args.pivot is not None and args.pivot not in [x.name for x in axes]:
         raise ValueError(
             f"--pivot {args.pivot!r} is not a grid axis; axes: {[x.name for x in axes]}"
         )
-    run = run_grid(base, axes, args.out, workers=args.workers, progress=not args.no_progress)
+    run = run_grid(
+        base,
+        axes,
+        args.out,
+        workers=args.workers,
+        progress=not args.no_progress,
+        train=not args.report_only,
+    )
     print(
         f"{len(run.trained)} cells trained, {len(run.skipped)} already done, "
         f"{len(run.failed)} failed ({run.wall_time:.0f} s)"
@@ -118,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=V1,V2",
-        help="one axis of the grid (repeatable); the axis 'seed' also sets data.seed",
+        help="one axis of the grid (repeatable; replaces the grid file's axis of that name); "
+        "the axis 'seed' also sets data.seed",
     )
     a.add_argument("--grid-file", help="a Python file defining GRID = {axis: values}")
     a.add_argument("--out", required=True, help="output folder (cells, CSV, Markdown, plots)")
@@ -127,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--title", default="Ablation", help="title of the Markdown report")
     a.add_argument("--tiny", action="store_true", help="the config's tiny CPU variant")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.add_argument(
+        "--report-only", action="store_true", help="train nothing; report the finished cells"
+    )
     a.add_argument("overrides", nargs="*", help="key.sub=value overrides for every cell")
     a.set_defaults(func=_cmd_ablate)
     d = sub.add_parser("demo", help="MQAR: attention vs linear attention vs hybrid (CPU)")

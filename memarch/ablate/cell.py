@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -134,8 +135,12 @@ def run_cell(
     train_fn = train_fn or train
     cell_dir = Path(cell_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = cell_dir / "run"
+    saved = run_dir / "config.json"
+    if saved.is_file() and json.loads(saved.read_text()) != config_dict(cfg):
+        shutil.rmtree(run_dir)  # a leftover of another config: never resume from it
     start = time.perf_counter()
-    res = train_fn(cfg, workdir=cell_dir / "run", progress=False, resume=True, log=lambda m: None)
+    res = train_fn(cfg, workdir=run_dir, progress=False, resume=True, log=lambda m: None)
     if res.preempted:
         raise InterruptedError(f"{cell.name}: pre-empted at step {res.final_step}")
     final = res.evals[-1] if res.evals else evaluate(res.model, cfg, res.final_step)

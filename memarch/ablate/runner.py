@@ -25,6 +25,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import multiprocessing
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -77,6 +79,17 @@ def _prepare_text(configs: Sequence[TrainConfig]) -> None:
             seen.add(key)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM to the runner raises KeyboardInterrupt, so that its worker processes (whose
+    trainers treat SIGTERM as a pre-emption and would carry on) are killed with it."""
+    if threading.current_thread() is threading.main_thread():
+
+        def handler(signum, frame):
+            raise KeyboardInterrupt("SIGTERM")
+
+        signal.signal(signal.SIGTERM, handler)
+
+
 def _summary(result: dict) -> str:
     m = result["metrics"]
     parts = [f"{k} {m[k]:.3f}" for k in ("acc_mean", "lm_loss") if k in m]
@@ -99,6 +112,7 @@ def run_grid(
     workers: int = 1,
     progress: bool = True,
     compile_cache: str | Path | None = "auto",
+    train: bool = True,
     train_fn: Callable | None = None,
     log: Callable[[str], None] | None = None,
 ) -> GridRun:
@@ -107,6 +121,7 @@ def run_grid(
     ``workers=1`` trains in this process (``train_fn`` replaces
     :func:`memarch.train.trainer.train`, for tests); ``workers > 1`` runs that many spawned
     processes. All cells are resolved and validated before any training starts.
+    ``train=False`` trains nothing and returns the finished cells (to report a partial grid).
     ``compile_cache``: JAX's persistent compilation cache directory (``"auto"`` =
     ``out/jax_cache``; None = off), so cells that differ only in seed compile once.
     """
@@ -157,6 +172,8 @@ def run_grid(
         else:
             cell, cfg = members[0]
             todo.append((cell, cfg, members))
+    if not train:
+        todo = []
 
     if compile_cache == "auto":
         compile_cache = out / "jax_cache"
@@ -195,12 +212,14 @@ def run_grid(
                 else:
                     record(cell, members, result, None)
         elif todo:
+            _stop_on_sigterm()
             _prepare_text([cfg for _, cfg, _ in todo])
             ctx = multiprocessing.get_context("spawn")
             init = (use_compile_cache, (str(compile_cache),)) if compile_cache else (None, ())
-            with cf.ProcessPoolExecutor(
+            pool = cf.ProcessPoolExecutor(
                 max_workers=workers, mp_context=ctx, initializer=init[0], initargs=init[1]
-            ) as pool:
+            )
+            try:
                 futures = {
                     pool.submit(run_cell, cell, cfg, cell_dir(out, cell)): (cell, members)
                     for cell, cfg, members in todo
@@ -213,6 +232,12 @@ def run_grid(
                         record(cell, members, None, f"{type(err).__name__}: {err}")
                     else:
                         record(cell, members, result, None)
+            except BaseException:  # a stop (Ctrl-C, SIGTERM): no worker may outlive the grid
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.kill()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     finally:
         if bar is not None:
             bar.close()
