@@ -170,6 +170,12 @@ def test_cli_ablate_in_two_worker_processes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 cells trained, 0 already done, 0 failed" in out and "| model.ratio |" in out
     assert len(list((tmp_path / "out").glob("cells/*/result.json"))) == 2
+    # --report-only over a larger grid: nothing is trained, the finished cells are reported
+    assert main([*args, "--grid", "model.ratio=0,1,2", "--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "0 cells trained, 2 already done" in out
+    assert len([line for line in out.splitlines() if line.startswith("| ")]) == 3
+    assert not (tmp_path / "out" / "cells" / "model.ratio=2").exists()
     # bad input from the command line: one clear line, exit status 2, nothing trained
     assert main([*args, "--grid", "optim.learning_rat=1"]) == 2
     assert "did you mean 'optim.learning_rate'" in capsys.readouterr().err
