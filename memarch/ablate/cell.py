@@ -128,12 +128,16 @@ def run_cell(
     *,
     train_fn: Callable | None = None,
 ) -> dict:
-    """Trains one cell (resuming from a checkpoint in ``cell_dir/run`` if one is there),
-    evaluates it and writes ``cell_dir/result.json``; returns the result."""
+    """Trains one cell (resuming from a checkpoint in ``cell_dir/run`` if one of the same
+    config is there), evaluates it and writes ``cell_dir/result.json``; returns the result (at
+    once, without training, if ``result.json`` of the same config appeared meanwhile)."""
     from memarch.train.trainer import evaluate, train
 
     train_fn = train_fn or train
     cell_dir = Path(cell_dir)
+    done = read_result(cell_dir)
+    if done is not None and done.get("config") == config_dict(cfg):
+        return done  # finished meanwhile by another runner on the same folder
     cell_dir.mkdir(parents=True, exist_ok=True)
     run_dir = cell_dir / "run"
     saved = run_dir / "config.json"

@@ -91,7 +91,8 @@ def aggregate(
         raise ValueError(f"pivot {pivot!r} is not a grid axis; axes: {[a.name for a in axes]}")
     group = _group_axes(axes, pivot)
     pivots = [v.label for a in axes if a.name == pivot for v in a.values] or [None]
-    metrics = [m for m in metrics if m not in (*CONSTANT, "train_loss", "lm_accuracy")]
+    hidden = (*CONSTANT, "train_loss", "lm_accuracy", "train_loop_s", "num_layers")
+    metrics = [m for m in metrics if m not in hidden]
     keys = []
     for r in rows:
         k = tuple(r[a.name] for a in group)
