@@ -1,10 +1,12 @@
-"""``memarch`` command line: ``train``, ``eval`` and ``demo`` (later: ``ablate``, ``bench``).
+"""``memarch`` command line: ``train``, ``eval``, ``ablate`` and ``demo`` (later: ``bench``).
 
 memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learning_rate=1e-3
 memarch train --config configs/mqar_attention.py --workdir runs/attn --resume   # after a stop
 memarch train --config configs/lm_340m_hybrid.py mesh.data=2 mesh.fsdp=2 mesh.tensor=2
 memarch eval  --config configs/mqar_attention.py --workdir runs/attn
 memarch eval  --checkpoint runs/attn --task needle data.eval_slices='((256,1),)'
+memarch ablate --config configs/mqar_hybrid.py --grid model.pattern=LA,AA --grid seed=0,1 \
+    --out runs/ablate_hybrid [--workers 2] [key.sub=value ...]
 memarch demo
 """
 
@@ -75,6 +77,44 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_ablate(args) -> int:
+    from memarch.ablate import load_grid_file, parse_grid_args, run_grid, write_report
+    from memarch.train.config import apply_overrides, load_config
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1; got {args.workers}")
+    base = apply_overrides(load_config(args.config, tiny=args.tiny), args.overrides)
+    given = parse_grid_args(args.grid)
+    names = {x.name for x in given}
+    axes = [] if args.grid_file is None else load_grid_file(args.grid_file)
+    axes = [x if x.name not in names else next(g for g in given if g.name == x.name) for x in axes]
+    axes += [g for g in given if g.name not in {x.name for x in axes}]
+    if args.pivot is not None and args.pivot not in [x.name for x in axes]:
+        raise ValueError(
+            f"--pivot {args.pivot!r} is not a grid axis; axes: {[x.name for x in axes]}"
+        )
+    run = run_grid(
+        base,
+        axes,
+        args.out,
+        workers=args.workers,
+        progress=not args.no_progress,
+        train=not args.report_only,
+    )
+    print(
+        f"{len(run.trained)} cells trained, {len(run.skipped)} already done, "
+        f"{len(run.failed)} failed ({run.wall_time:.0f} s)"
+    )
+    if run.results:
+        paths = write_report(run.results, axes, args.out, pivot=args.pivot, title=args.title)
+        print(paths["md"].read_text())
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if run.failed:
+        print(f"failed cells (re-run to retry): {sorted(run.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from memarch.demo import run_demo
 
@@ -112,6 +152,30 @@ def build_parser() -> argparse.ArgumentParser:
         "data.needle_depth=50 data.overwrite_fraction=0.5 data.num_eval_examples=1000",
     )
     e.set_defaults(func=_cmd_eval)
+    a = sub.add_parser(
+        "ablate", help="train a grid of config overrides; write CSV, Markdown and PNG plots"
+    )
+    a.add_argument("--config", required=True, help="the base config (configs/*.py)")
+    a.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="one axis of the grid (repeatable; replaces the grid file's axis of that name); "
+        "the axis 'seed' also sets data.seed",
+    )
+    a.add_argument("--grid-file", help="a Python file defining GRID = {axis: values}")
+    a.add_argument("--out", required=True, help="output folder (cells, CSV, Markdown, plots)")
+    a.add_argument("--workers", type=int, default=1, help="cells trained in parallel processes")
+    a.add_argument("--pivot", help="an axis whose values become column suffixes in the table")
+    a.add_argument("--title", default="Ablation", help="title of the Markdown report")
+    a.add_argument("--tiny", action="store_true", help="the config's tiny CPU variant")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.add_argument(
+        "--report-only", action="store_true", help="train nothing; report the finished cells"
+    )
+    a.add_argument("overrides", nargs="*", help="key.sub=value overrides for every cell")
+    a.set_defaults(func=_cmd_ablate)
     d = sub.add_parser("demo", help="MQAR: attention vs linear attention vs hybrid (CPU)")
     d.add_argument("--out", default="runs/demo", help="output folder (table, plot, runs)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
