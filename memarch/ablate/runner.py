@@ -57,13 +57,29 @@ def cell_dir(out: Path, cell: Cell) -> Path:
     return Path(out) / "cells" / cell.name
 
 
+def _differences(saved: dict, now: dict, default: dict, path: str = "") -> list[str]:
+    """Dotted keys where ``saved`` and ``now`` differ. A key missing from ``saved`` (a config
+    field added after the cell ran) counts only if ``now`` does not hold its default."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        name = f"{path}{key}"
+        a, b, d = saved.get(key, default.get(key)), now.get(key), default.get(key)
+        if key not in saved and b == d:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, d if isinstance(d, dict) else {}, f"{name}.")
+        elif a != b:
+            out.append(name)
+    return out
+
+
 def _check_stale(cell: Cell, cfg: TrainConfig, result: dict) -> None:
-    saved, now = result.get("config"), config_dict(cfg)
-    if saved != now:
-        diff = sorted(k for k in set(saved or {}) | set(now) if (saved or {}).get(k) != now.get(k))
+    saved, now = result.get("config") or {}, config_dict(cfg)
+    diff = _differences(saved, now, config_dict(TrainConfig()))
+    if diff:
         raise ValueError(
-            f"grid cell {cell.name} was finished with a different config (sections {diff} "
-            "differ); use another --out or delete that cell's directory"
+            f"grid cell {cell.name} was finished with a different config ({diff} differ); "
+            "use another --out or delete that cell's directory"
         )
 
 

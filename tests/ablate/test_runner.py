@@ -181,3 +181,24 @@ def test_cli_ablate_in_two_worker_processes(tmp_path, capsys):
     assert "did you mean 'optim.learning_rate'" in capsys.readouterr().err
     assert main(args) == 2
     assert "grid is empty" in capsys.readouterr().err
+
+
+def test_a_config_field_added_later_at_its_default_keeps_finished_cells():
+    """A cell saved before a config field existed still matches while the field holds its
+    default; a changed value (saved or new) is reported by its dotted key."""
+    from memarch.ablate.runner import _differences
+
+    default = {"data": {"task": "mqar", "new_field": 0.5}, "seed": 0}
+    saved = {"data": {"task": "mqar"}, "seed": 0}
+    assert (
+        _differences(saved, {"data": {"task": "mqar", "new_field": 0.5}, "seed": 0}, default) == []
+    )
+    assert _differences(
+        saved, {"data": {"task": "mqar", "new_field": 0.9}, "seed": 0}, default
+    ) == ["data.new_field"]
+    assert _differences(
+        saved, {"data": {"task": "text", "new_field": 0.5}, "seed": 1}, default
+    ) == [
+        "data.task",
+        "seed",
+    ]
