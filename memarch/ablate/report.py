@@ -142,17 +142,14 @@ def _stats(rows, metric):
 def plot_vs_axis(rows, axes, axis: Axis, metric: str, path: Path, *, pivot=None) -> bool:
     """``metric`` (mean ± std over seeds) against the values of ``axis``, one line per
     combination of the other grouping axes. Returns False (no file) without data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from memarch.eval.plots import subplots
 
     rows = [r for r in rows if _finite([r.get(metric, math.nan)])]
     if not rows:
         return False
     others = [a for a in _group_axes(axes, pivot) if a.name != axis.name]
     labels = [v.label for v in axis.values]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(6, 4)
     for name, mine in _series(rows, axes, others).items():
         pts = [
             (i, *_stats([r for r in mine if r[axis.name] == l], metric))
@@ -168,7 +165,6 @@ def plot_vs_axis(rows, axes, axis: Axis, metric: str, path: Path, *, pivot=None)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return True
 
 
@@ -188,10 +184,7 @@ def _share_axes(rows, axes: Sequence[Axis]) -> list[Axis]:
 def plot_vs_attention(rows, axes, path: Path, *, pivot=None) -> bool:
     """Each headline metric (one panel each) against the share of attention layers, one line
     per combination of the grouping axes that do not set that share (e.g. the linear mixer)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from memarch.eval.plots import subplots
 
     if "attn_share" not in rows[0] or len({r["attn_share"] for r in rows}) < 2:
         return False
@@ -200,7 +193,7 @@ def plot_vs_attention(rows, axes, path: Path, *, pivot=None) -> bool:
         return False
     keep = [a for a in _group_axes(axes, pivot) if a not in _share_axes(rows, axes)]
     shares = sorted({r["attn_share"] for r in rows})
-    fig, panels = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    fig, panels = subplots(5.5 * len(metrics), 4, 1, len(metrics), squeeze=False)
     for ax, metric in zip(panels[0], metrics, strict=True):
         have = [r for r in rows if _finite([r.get(metric, math.nan)])]
         for name, mine in _series(have, axes, keep).items():
@@ -223,7 +216,6 @@ def plot_vs_attention(rows, axes, path: Path, *, pivot=None) -> bool:
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return True
 
 

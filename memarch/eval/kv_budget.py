@@ -196,12 +196,9 @@ def plot_recall(
     ylabel: str = "MQAR accuracy",
 ) -> None:
     """Accuracy vs budget, one line per policy, saved as PNG."""
-    import matplotlib
+    from memarch.eval.plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(6, 4)
     for name, r in results.items():
         style = dict(color="black", linestyle="--", marker="") if name.startswith("full") else {}
         ax.plot(
@@ -216,4 +213,3 @@ def plot_recall(
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

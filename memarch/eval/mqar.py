@@ -70,15 +70,12 @@ def plot_accuracy(
     title: str = "MQAR accuracy",
 ) -> None:
     """Grouped bar chart of accuracy per (L, N) slice for each model, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from memarch.eval.plots import subplots
 
     slices = sorted({s for r in results.values() for s in r})
     x = np.arange(len(slices))
     width = 0.8 / max(len(results), 1)
-    fig, ax = plt.subplots(figsize=(1.6 * len(slices) + 3, 4))
+    fig, ax = subplots(1.6 * len(slices) + 3, 4)
     for i, (name, r) in enumerate(results.items()):
         ax.bar(x + i * width, [r.get(s, np.nan) for s in slices], width, label=name)
     ax.set_xticks(x + width * (len(results) - 1) / 2)
@@ -90,4 +87,3 @@ def plot_accuracy(
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -25,6 +25,13 @@ def _figure(width: float, height: float):
     return fig
 
 
+def subplots(width: float, height: float, nrows: int = 1, ncols: int = 1, **kwargs):
+    """``(figure, axes)`` like ``plt.subplots`` but on a private Agg canvas: no pyplot global
+    state, so saving PNGs never changes a notebook's matplotlib backend."""
+    fig = _figure(width, height)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
