@@ -14,9 +14,7 @@ Resume after pre-emption: the same command with --resume.
 CPU (tiny variant, d_model 32, 2 layers): memarch train --config configs/lm_340m_hybrid.py --tiny
 """
 
-import os
-from pathlib import Path
-
+from memarch.data.corpus import find_corpus
 from memarch.models import LMConfig
 from memarch.train.config import (
     CheckpointConfig,
@@ -25,19 +23,6 @@ from memarch.train.config import (
     OptimConfig,
     TrainConfig,
 )
-
-
-def _corpus() -> str:
-    """``$MEMARCH_TEXT_FILE``, else the first ``shared/data/tinyshakespeare.txt`` found in a
-    parent directory of the repository (the tests' small corpus), else ""."""
-    if os.environ.get("MEMARCH_TEXT_FILE"):
-        return os.environ["MEMARCH_TEXT_FILE"]
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "data" / "tinyshakespeare.txt"
-        if candidate.is_file():
-            return str(candidate)
-    return ""
-
 
 _GDN = {"head_dim": 128, "expand_v": 1.0, "short_conv": 4}
 
@@ -57,7 +42,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
             data=DataConfig(
                 task="text",  # packed byte-level text
                 vocab_size=258,  # = model.vocab_size
-                text_file=_corpus(),  # local text (tests: tinyshakespeare)
+                text_file=find_corpus(__file__),  # local text (tests: tinyshakespeare)
                 seq_len=32,  # tokens per row
                 num_eval_examples=16,  # validation rows
             ),
@@ -81,7 +66,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
         data=DataConfig(
             task="text",  # packed byte-level text
             vocab_size=258,  # = model.vocab_size
-            text_file=_corpus(),  # replace with a large corpus
+            text_file=find_corpus(__file__),  # replace with a large corpus
             seq_len=2048,  # tokens per row
             num_eval_examples=512,  # validation rows per evaluation
         ),

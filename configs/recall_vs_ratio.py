@@ -33,24 +33,10 @@ Pod scale: configs/recall_vs_ratio_pod.py.
 """
 
 import dataclasses
-import os
-from pathlib import Path
 
+from memarch.data.corpus import find_corpus
 from memarch.models import LMConfig
 from memarch.train.config import DataConfig, OptimConfig, TrainConfig
-
-
-def _corpus() -> str:
-    """``$MEMARCH_TEXT_FILE``, else the first ``shared/data/tinyshakespeare.txt`` found in a
-    parent directory of the repository, else ""."""
-    if os.environ.get("MEMARCH_TEXT_FILE"):
-        return os.environ["MEMARCH_TEXT_FILE"]
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "data" / "tinyshakespeare.txt"
-        if candidate.is_file():
-            return str(candidate)
-    return ""
-
 
 _LINEAR = {"head_dim": 8, "expand_v": 1.0, "short_conv": 4, "output_gate": False, "chunk_size": 16}
 SLICES = ((32, 4), (64, 8), (64, 16))  # (L, pairs)
@@ -99,7 +85,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
             eval_slices=SLICES,
             num_train_examples=20_000,  # per slice
             num_eval_examples=256,  # per slice (text: validation rows)
-            text_file=_corpus(),  # task text: tiny Shakespeare
+            text_file=find_corpus(__file__),  # task text: tiny Shakespeare
             seq_len=64,  # task text: bytes per row
         ),
         optim=OptimConfig(learning_rate=3e-3, warmup_steps=50, weight_decay=0.1),

@@ -24,9 +24,8 @@ CPU smoke run of the same grid: ``--tiny`` (2 layers, d_model 32, 20 steps, 32-t
 """
 
 import dataclasses
-import os
-from pathlib import Path
 
+from memarch.data.corpus import find_corpus
 from memarch.models import LMConfig
 from memarch.train.config import (
     CheckpointConfig,
@@ -35,19 +34,6 @@ from memarch.train.config import (
     OptimConfig,
     TrainConfig,
 )
-
-
-def _corpus() -> str:
-    """``$MEMARCH_TEXT_FILE``, else the first ``shared/data/tinyshakespeare.txt`` found in a
-    parent directory of the repository, else "" (point data.text_file at a large corpus)."""
-    if os.environ.get("MEMARCH_TEXT_FILE"):
-        return os.environ["MEMARCH_TEXT_FILE"]
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "data" / "tinyshakespeare.txt"
-        if candidate.is_file():
-            return str(candidate)
-    return ""
-
 
 _LINEAR = {"head_dim": 128, "expand_v": 1.0, "short_conv": 4}
 _MQAR = ((512, 64), (1024, 128), (2048, 256))  # (L, pairs): Zoology's long slices
@@ -94,7 +80,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
         data=DataConfig(
             task="text",  # text | mqar (GRID's task axis)
             vocab_size=258,  # = model.vocab_size
-            text_file=_corpus(),  # replace with a large corpus
+            text_file=find_corpus(__file__),  # replace with a large corpus
             seq_len=2048,  # tokens per row
             train_slices=_MQAR,
             eval_slices=_MQAR,
