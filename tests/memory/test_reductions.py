@@ -104,7 +104,9 @@ def test_memora_memory_stays_on_the_scaled_simplex():
 
 def _memora_default(d=32):
     """The default Memora memory (rows sum to their length) at initialisation, key width d."""
-    spec = make_spec(MemoryConfig(structure="mlp", expansion=2.0, retention="kl_softmax", rule="gd"))
+    spec = make_spec(
+        MemoryConfig(structure="mlp", expansion=2.0, retention="kl_softmax", rule="gd")
+    )
     logits = spec.structure.init(jax.random.key(3), d, d)
     return spec, logits
 
