@@ -42,15 +42,16 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="override num_steps")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results"))
     p.add_argument("--name", default="mqar_mom.md", help="results file name")
+    p.add_argument("--config", default="configs/mqar_mom.py", help="config file (repo-relative)")
     p.add_argument(
         "--models", type=int, nargs="+", default=None, help="indices into MODELS (default: all)"
     )
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
-    base = apply_overrides(load_config(ROOT / "configs" / "mqar_mom.py"), a.overrides)
+    base = apply_overrides(load_config(ROOT / a.config), a.overrides)
     if a.steps:
         base = dataclasses.replace(base, num_steps=a.steps)
-    results, extra = {}, {}
+    results, extra, seed_means = {}, {}, {}
     chosen = [MODELS[i] for i in (a.models if a.models is not None else range(len(MODELS)))]
     for name, pattern, model_overrides in chosen:
         per_seed, walls, last = [], [], []
@@ -68,6 +69,7 @@ def main() -> None:
                 flush=True,
             )
         results[name] = {s: float(np.mean([r[s] for r in per_seed])) for s in per_seed[0]}
+        seed_means[name] = [float(np.mean(list(r.values()))) for r in per_seed]
         extra[name] = {"wall": float(np.mean(walls))}
         extra[name].update({k: float(np.mean([h[k] for h in last])) for k in STATS if k in last[0]})
     out = Path(a.out)
@@ -87,6 +89,12 @@ def main() -> None:
             f"{cell('router_entropy')} | {cell('memory_load_max')} |"
         )
     means = {n: float(np.mean(list(r.values()))) for n, r in results.items()}
+    spread = "\n".join(
+        f"- {n}: per-seed mean accuracy {', '.join(f'{m:.3f}' for m in ms)}; "
+        f"mean ± std (over seeds, ddof 1) {np.mean(ms):.3f} ± "
+        f"{(np.std(ms, ddof=1) if len(ms) > 1 else float('nan')):.3f}"
+        for n, ms in seed_means.items()
+    )
     g_name = MODELS[0][0]
     diffs = "; ".join(
         f"{n} − GDN: {means[n] - means[g_name]:+.3f}"
@@ -94,12 +102,14 @@ def main() -> None:
         if n != g_name and g_name in means
     )
     hd = base.model.mixer_options["mom"]["head_dim"]
+    slices = ", ".join(f"({n_len}, {n_pairs})" for n_len, n_pairs in base.data.train_slices)
     state = base.model.num_heads * hd * hd
     text = (
         f"# MQAR: MoM(4, 2) + shared vs one Gated DeltaNet memory, equal per-memory state "
         f"({state} floats per memory per layer, 2 layers), seeds {a.seeds}, "
-        f"{base.num_steps} steps, batch {base.batch_size}\n\n"
-        f"{markdown_table(results)}\n\n" + "\n".join(rows) + "\n\n"
+        f"{base.num_steps} steps, batch {base.batch_size}, lr {base.optim.learning_rate:g}, "
+        f"config {a.config}, train slices (L, pairs) {slices}\n\n"
+        f"{markdown_table(results)}\n\n{spread}\n\n" + "\n".join(rows) + "\n\n"
         f"Mean accuracy differences: {diffs or 'GDN not run'} "
         f"(MoM holds 5 memories per layer, each token writes 3; training statistics are the "
         f"mean over the last {base.log_every} steps; routing statistics include MQAR's "

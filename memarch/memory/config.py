@@ -35,7 +35,7 @@ class MemoryConfig:
     p: float = 3.0  # lp bias exponent (>= 1)
     retention: str = "decay"  # retention gate: none | decay | lq | kl_softmax | elastic_net
     q: float = 4.0  # lq retention exponent (> 1)
-    simplex_scale: float = 1.0  # kl_softmax: rows of the memory sum to this
+    simplex_scale: float | None = None  # kl_softmax: rows sum to this (None: to the row length)
     threshold: float = 1e-3  # elastic_net soft threshold γ (> 0)
     channelwise_forget: bool = False  # forget gate per value channel (linear memory only)
     rule: str = "momentum"  # learning rule: gd | momentum
@@ -70,8 +70,8 @@ class MemoryConfig:
             raise ValueError(f"p (the lp bias exponent) must be >= 1; got {self.p}")
         if not self.q > 1.0:
             raise ValueError(f"q (the lq retention exponent) must be > 1; got {self.q}")
-        if not self.simplex_scale > 0:
-            raise ValueError(f"simplex_scale must be > 0; got {self.simplex_scale}")
+        if self.simplex_scale is not None and not self.simplex_scale > 0:
+            raise ValueError(f"simplex_scale must be > 0 or None; got {self.simplex_scale}")
         if not self.threshold > 0:
             raise ValueError(f"threshold must be > 0; got {self.threshold}")
         if (

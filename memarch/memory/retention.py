@@ -14,7 +14,13 @@ online form for free. Registered gates (:func:`make_retention`):
 - ``decay``:       decay gate γ (scalar, or per value channel), ``P = id`` (GLA, GDN, Titans)
 - ``lq``:          decay and ``P(A) = A / ‖A‖_q^{q−2}`` per weight matrix       (Moneta)
 - ``kl_softmax``:  decay and ``P(A) = c · softmax(A)`` over each weight row: mirror descent
-  on the scaled simplex with KL retention; ``A`` holds the logits (Memora)
+  on the scaled simplex with KL retention; ``A`` holds the logits (Memora). The default scale
+  ``c = n`` (the row length, i.e. the fan-in) makes the mean entry 1, so that near a uniform
+  row ``P(A) ≈ 1 + (A − mean A)``: the fluctuating part has the logits' (He) scale and a
+  mirror step ``A − θu`` moves ``W`` by about ``θu``, as plain gradient descent does. With
+  ``c = 1`` an n-wide row is an average: an MLP memory's pre-LayerNorm output is then nearly
+  constant (std ~1e-4 for n = 32, 64), its LayerNorm read is dominated by ε and the memory is
+  dead from the start.
 - ``elastic_net``: decay and ``P(A) = S_γ(A)``, a smooth soft threshold
   ``|A|·arctan(A/γ)·2/π`` (regularised dual averaging with an ℓ1 + ℓ2 penalty)
 
@@ -49,23 +55,26 @@ def _lq_normalise(a: jax.Array, q: float) -> jax.Array:
     return a * norm_q ** (-(q - 2.0) / q)
 
 
-def _softmax_rows(a: jax.Array, c: float) -> jax.Array:
-    return c * jax.nn.softmax(a, axis=-1)
+def _softmax_rows(a: jax.Array, c: float | None) -> jax.Array:
+    return (a.shape[-1] if c is None else c) * jax.nn.softmax(a, axis=-1)
 
 
 def _soft_threshold(a: jax.Array, gamma: float) -> jax.Array:
     return jnp.abs(a) * jnp.arctan(a / gamma) * (2.0 / jnp.pi)
 
 
-def make_retention(name: str, *, q: float = 4.0, scale: float = 1.0, threshold: float = 1e-3):
+def make_retention(
+    name: str, *, q: float = 4.0, scale: float | None = None, threshold: float = 1e-3
+):
     """The retention gate ``name``. ``q``: the lq exponent (> 1); ``scale``: the simplex scale
-    c of kl_softmax (> 0); ``threshold``: the elastic-net soft threshold γ (> 0)."""
+    c of kl_softmax (> 0; None: each row sums to its length); ``threshold``: the elastic-net
+    soft threshold γ (> 0)."""
     if name not in RETENTIONS:
         raise ValueError(f"retention must be one of {sorted(RETENTIONS)}; got {name!r}")
     if name == "lq" and not q > 1.0:
         raise ValueError(f"q (the lq retention exponent) must be > 1; got {q}")
-    if name == "kl_softmax" and not scale > 0:
-        raise ValueError(f"simplex_scale (kl_softmax) must be > 0; got {scale}")
+    if name == "kl_softmax" and scale is not None and not scale > 0:
+        raise ValueError(f"simplex_scale (kl_softmax) must be > 0 or None; got {scale}")
     if name == "elastic_net" and not threshold > 0:
         raise ValueError(f"threshold (elastic_net) must be > 0; got {threshold}")
     maps = {

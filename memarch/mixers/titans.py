@@ -82,7 +82,7 @@ class YaadConfig(NeuralMemoryConfig):
 class MemoraConfig(NeuralMemoryConfig):
     structure: str = "mlp"
     bias: str = "l2"
-    retention: str = "kl_softmax"  # W = c·softmax(A) per weight row (KL retention)
+    retention: str = "kl_softmax"  # W = n·softmax(A) per n-wide weight row (KL retention)
     rule: str = "gd"
 
 

@@ -16,6 +16,10 @@ from memarch.memory.engine import initial_state
 from memarch.testing import assert_close, rel_rms
 
 TOL = 2e-5  # float32, chunk (associative scans / dual form) vs token order
+# Memora's memory (mean entry 1 per softmax row) runs through a LayerNorm whose Jacobian amplifies
+# float32 rounding of the logits along the sequence (1.2e-4 after 9 tokens); in float64 the two
+# orders agree to 7e-14, which test_chunked_equals_per_token_loop_... pins at chunk 16.
+TOL_BY_NAME = {"memora": 5e-4}
 
 
 def with_chunk(cfg, c):
@@ -75,9 +79,10 @@ def test_chunk_size_one_equals_online(name):
     spec, init, q, k, v, g = inputs(with_chunk(CONFIGS[name], 1), t=9)
     y_chunk, s_chunk = memory_forward(spec, init, q, k, v, g, impl="chunk")
     y_scan, s_scan = memory_forward(spec, init, q, k, v, g, impl="scan")
-    assert_close(f"{name}: chunk-1 vs online", y_chunk, y_scan, TOL)
+    tol = TOL_BY_NAME.get(name, TOL)
+    assert_close(f"{name}: chunk-1 vs online", y_chunk, y_scan, tol)
     for a, b in zip(jax.tree.leaves(s_chunk.memory), jax.tree.leaves(s_scan.memory), strict=True):
-        assert_close(f"{name}: final memory", a, b, TOL)
+        assert_close(f"{name}: final memory", a, b, tol)
 
 
 @pytest.mark.parametrize(
@@ -125,9 +130,10 @@ def test_split_and_carry_equals_one_pass(name, split):
     a, b = slice(0, split), slice(split, None)
     y1, st = memory_forward(spec, init, q[:, a], k[:, a], v[:, a], _slice_gates(g, a))
     y2, st = memory_forward(spec, init, q[:, b], k[:, b], v[:, b], _slice_gates(g, b), state=st)
-    assert_close("split outputs", jnp.concatenate([y1, y2], 1), y_full, TOL)
+    tol = TOL_BY_NAME.get(name, TOL)
+    assert_close("split outputs", jnp.concatenate([y1, y2], 1), y_full, tol)
     for x, y in zip(jax.tree.leaves(st), jax.tree.leaves(s_full), strict=True):
-        assert_close("split final state", x, y, TOL)
+        assert_close("split final state", x, y, tol)
 
 
 @pytest.mark.parametrize("name", ["linear_l2_decay_momentum", "mlp_l2_decay_momentum"])

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from memory_cases import CONFIGS, inputs, memory_forward
 
-from memarch.memory import MemoryConfig, WriteGates
+from memarch.memory import MemoryConfig, WriteGates, make_spec
 from memarch.ops.gated_delta_rule import gated_delta_rule
 from memarch.ops.gla import gla
 from memarch.ops.linear_attention import linear_attention
@@ -100,3 +100,52 @@ def test_memora_memory_stays_on_the_scaled_simplex():
     for w in jax.tree.leaves(spec.retention.project(st.memory)):
         assert float(jnp.min(w)) > 0
         np.testing.assert_allclose(np.asarray(jnp.sum(w, -1)), 2.0, rtol=1e-5)
+
+
+def _memora_default(d=32):
+    """The default Memora memory (rows sum to their length) at initialisation, key width d."""
+    spec = make_spec(
+        MemoryConfig(structure="mlp", expansion=2.0, retention="kl_softmax", rule="gd")
+    )
+    logits = spec.structure.init(jax.random.key(3), d, d)
+    return spec, logits
+
+
+def test_memora_default_rows_sum_to_their_length():
+    spec, logits = _memora_default()
+    for w in jax.tree.leaves(spec.retention.project(logits)):
+        np.testing.assert_allclose(np.asarray(jnp.sum(w, -1)), w.shape[-1], rtol=1e-5)
+
+
+def test_memora_default_memory_is_alive_at_initialisation():
+    """Regression: with rows summing to 1 the MLP memory's pre-LayerNorm output was nearly
+    constant (std ~5e-5), so the LayerNorm read M(x) − x = LN(m) had norm ~0.09 instead of √d
+    (ε-dominated) and Memora trained at chance on MQAR."""
+    d = 32
+    spec, logits = _memora_default(d)
+    w = spec.retention.project(logits)
+    x = jax.random.normal(jax.random.key(4), (8, d))
+    x = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    read = jax.vmap(lambda xi: spec.structure.apply(w, xi) - xi)(x)  # LN(m) per key
+    assert float(jnp.min(jnp.linalg.norm(read, axis=-1))) > 0.5 * d**0.5
+    # different keys read different values (not one constant vector)
+    assert float(jnp.mean(jnp.std(read, axis=0))) > 0.3
+
+
+def test_memora_mirror_step_has_the_scale_of_a_gradient_step():
+    """At initialisation a KL mirror step on the logits, A − θu with u = ∇_W ℓ, moves W by
+    about θ‖ū‖ (plain gradient descent's step restricted to the simplex's tangent space:
+    ū = u minus its row means, since the rows' sums are fixed), not θ‖ū‖/n."""
+    d = 32
+    spec, logits = _memora_default(d)
+    w = spec.retention.project(logits)
+    k = jax.random.normal(jax.random.key(5), (d,))
+    k, v = k / jnp.linalg.norm(k), jax.random.normal(jax.random.key(6), (d,))
+    u = jax.grad(lambda w_: spec.loss(spec.structure.apply(w_, k), v, 1.0))(w)
+    theta = 1e-3
+    stepped = spec.retention.project(jax.tree.map(lambda a, g: a - theta * g, logits, u))
+    for name in w:
+        moved = float(jnp.linalg.norm(stepped[name] - w[name]))
+        tangent = u[name] - jnp.mean(u[name], axis=-1, keepdims=True)
+        ratio = moved / (theta * float(jnp.linalg.norm(tangent)))
+        assert 0.3 < ratio < 3.0, (name, ratio)
