@@ -21,6 +21,11 @@ OPTIONS = {
     "titans_mac": {"segment_size": 16, "persistent_tokens": 2},
 }
 RECURRENT_OPTIONS = {"chunk_size": 16}
+# Float32 tolerance of the cache / packing comparisons (default 1e-5). Memora's memory weights
+# are row-softmax projections (rows summing to their length) read through a LayerNorm, which
+# amplifies float32 rounding between the chunk form and the token path to ~3e-5; the forms
+# agree to ~1e-13 in float64 (tests/memory/test_engine.py).
+TOL = {"memora": 1e-4}
 
 
 def make(name, **extra):
@@ -42,12 +47,15 @@ def name(request):
 
 @pytest.mark.parametrize("prefix", [0, 1, 21])
 def test_prefill_then_decode_equals_full(name, prefix):
-    conformance.check_decode_matches_full(make(name), inputs(2, 37), prefix, tol=1e-5)
+    tol = TOL.get(name, 1e-5)
+    conformance.check_decode_matches_full(make(name), inputs(2, 37), prefix, tol=tol)
 
 
 def test_packed_equals_separate(name):
     # lengths cross chunk boundaries (chunk 16), include a length-1 segment and the window
-    conformance.check_packed_matches_separate(make(name), inputs(1, 45), [16, 1, 20, 8])
+    conformance.check_packed_matches_separate(
+        make(name), inputs(1, 45), [16, 1, 20, 8], tol=TOL.get(name, 1e-5)
+    )
 
 
 def test_causal(name):
