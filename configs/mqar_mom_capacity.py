@@ -13,43 +13,25 @@ aux-loss weight 0.01), at batch 32 and 600 steps to fit three seeds on a shared 
 Launch: memarch train --config configs/mqar_mom_capacity.py [model.pattern=GG]
 """
 
-from memarch.models import LMConfig
-from memarch.train.config import DataConfig, OptimConfig, TrainConfig
+import dataclasses
+from pathlib import Path
 
-_SAME_STATE = {
-    "head_dim": 8,  # per-memory state 2 heads × 8 × 8 per layer
-    "expand_v": 1.0,
-    "short_conv": 4,
-    "output_gate": False,
-    "dt_max": 1e-2,
-}
+from memarch.train.config import TrainConfig, load_config
+
+HEAD_DIM = 8  # per-memory state 2 heads × 8 × 8 per layer (configs/mqar_mom.py: 16)
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(
+    base = load_config(Path(__file__).with_name("mqar_mom.py"))
+    options = {
+        name: {**opts, "head_dim": HEAD_DIM} for name, opts in base.model.mixer_options.items()
+    }
+    slices = ((64, 16), (128, 32))  # (L, pairs): pairs ≥ 2 × head width
+    return dataclasses.replace(
+        base,
         name="mqar_mom_capacity",
-        model=LMConfig(
-            vocab_size=256,  # = data.vocab_size
-            d_model=64,  # residual width
-            num_heads=2,  # heads per mixer
-            pattern="MM",  # two MoM layers (the experiment swaps in "GG")
-            mlp_hidden=0,  # no MLP, as in Zoology's MQAR models
-            mixer_options={
-                "mom": dict(  # the paper's routing: 4 memories, top-2, shared memory, aux 0.01
-                    _SAME_STATE, num_memories=4, top_k=2, shared_memory=True, aux_loss_weight=0.01
-                ),
-                "gated_deltanet": dict(_SAME_STATE),  # a single memory of the same size
-            },
-        ),
-        data=DataConfig(
-            vocab_size=256,  # keys 1..127, values 128..255
-            train_slices=((64, 16), (128, 32)),  # (L, pairs): pairs ≥ 2 × head width
-            eval_slices=((64, 16), (128, 32)),
-            num_train_examples=20_000,  # per slice
-            num_eval_examples=256,  # per slice
-        ),
-        optim=OptimConfig(learning_rate=1e-2, warmup_steps=50, weight_decay=0.1),
+        model=dataclasses.replace(base.model, mixer_options=options),
+        data=dataclasses.replace(base.data, train_slices=slices, eval_slices=slices),
         batch_size=32,  # sequences per step
-        num_steps=600,  # optimiser steps
-        log_every=100,  # steps between logged metrics
+        num_steps=600,  # optimiser steps (three seeds fit a shared CPU)
     )
