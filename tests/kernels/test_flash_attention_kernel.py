@@ -148,6 +148,7 @@ def test_both_layouts_with_unequal_blocks(variant):
     steps) runs interpreted; everything else runs on the default backend."""
     interpret = True if (variant == "grid" and _platform.backend() == "gpu") else None
     inputs = make(11, b=1, t=70, h=4, hkv=2, packed=True)
+    # asserts o and every gradient against the naive op (assert_close inside)
     _kernel_fwd_bwd(inputs, window=23, variant=variant, interpret=interpret, block_q=32, block_k=16)
 
 
@@ -156,6 +157,7 @@ def test_tpu_interpret_mode_nan_poisoned():
     memory is NaN and out-of-bounds reads raise, so an unwritten block or a missing scratch
     initialisation fails."""
     inputs = make(12, b=1, t=37, h=2, hkv=1, d=8, packed=True)
+    # asserts o and every gradient against the naive op (assert_close inside)
     _kernel_fwd_bwd(inputs, window=9, variant="grid", interpret="tpu", block_q=16, block_k=16)
 
 

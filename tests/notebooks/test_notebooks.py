@@ -73,6 +73,10 @@ def test_notebook_runs(path, kernel_env):
         client.execute()
     except nbclient.exceptions.CellExecutionError as err:
         pytest.fail(f"{path.name}: a cell failed:\n{str(err)[-4000:]}")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count is not None for c in code), "not every cell ran"
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{path.name}: error outputs {[e.ename for e in errors]}"
 
 
 def _manager_class(spec_manager):
