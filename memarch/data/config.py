@@ -22,7 +22,7 @@ class DataConfig:
     num_train_examples: int = 20_000  # distinct training examples per slice
     num_eval_examples: int = 256  # test examples per slice
     power_a: float = 0.01  # MQAR query placement exponent (small = queries near the context)
-    num_passes: int = 1  # times the key-value context is repeated (JRT-style)
+    num_passes: int = 1  # times the context is repeated (JRT-style; mqar, set_disjointness)
     # forgetting MQAR: this fraction of each slice's pairs is re-assigned a new value after the
     # context (R = round(fraction·N) keys; the label is the latest value); 0 = plain MQAR;
     # task forgetting_mqar needs it in (0, 1] and re-assigns R = max(1, round(fraction·N))

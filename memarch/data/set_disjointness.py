@@ -21,7 +21,9 @@ With vocabulary ``V`` and list lengths ``a`` (first) and ``b`` (second):
 **Order.** ``a < b`` is *short-set-first* (a fixed-state model can store the short list, then
 check each token of the long one), ``a > b`` *long-set-first* (it must store the whole long
 list). The accuracy gap between the two orders at equal ``{a, b}`` is the order sensitivity
-that JRT's repeated context closes.
+that JRT's repeated context closes: with ``num_passes = p`` the context ``[1] first [2] second``
+is repeated ``p`` times before the answer separator (``L = p·(a + b + 2) + 1``), so a
+fixed-state model reading the long-set-first order can check the second pass against the first.
 
 Worked example (``V=16, a=2, b=3``; first ``(9, 5)``, second ``(12, 5, 14)``)::
 
@@ -55,11 +57,13 @@ class SetDisjointnessConfig:
     vocab_size: int  # V: 0 pad, 1 prefix, 2 list separator, 3 answer separator, items [4, V)
     first_len: int  # a: tokens in the first list (a < b: short-set-first)
     second_len: int  # b: tokens in the second list (a > b: long-set-first)
+    num_passes: int = 1  # p: times the context "[1] first [2] second" is read (JRT: 2)
 
     @property
     def seq_len(self) -> int:
-        """Length ``L = a + b + 3`` (prefix, first list, separator, second list, separator)."""
-        return self.first_len + self.second_len + 3
+        """Length ``L = p·(a + b + 2) + 1``: ``p`` passes of (prefix, first list, separator,
+        second list), then the answer separator."""
+        return self.num_passes * (self.first_len + self.second_len + 2) + 1
 
     @property
     def short_first(self) -> bool:
@@ -71,11 +75,11 @@ class SetDisjointnessConfig:
 
     def validate(self) -> None:
         """Raises ``ValueError`` naming the offending field and the accepted values."""
-        for name in ("vocab_size", "first_len", "second_len"):
+        for name in ("vocab_size", "first_len", "second_len", "num_passes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral):
                 raise ValueError(f"{name} must be an int; got {value!r}")
-        for name in ("first_len", "second_len"):
+        for name in ("first_len", "second_len", "num_passes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         half = (self.vocab_size - FIRST_ITEM) // 2
@@ -118,7 +122,8 @@ def set_disjointness_example(
     short, long = (first, second) if a <= b else (second, first)
     shared = short[rng.integers(len(short))]
     long[rng.integers(len(long))] = shared
-    inputs = np.concatenate([[PREFIX], first, [LIST_SEP], second, [ANSWER_SEP]]).astype(np.int32)
+    context = np.concatenate([[PREFIX], first, [LIST_SEP], second])
+    inputs = np.concatenate([*[context] * config.num_passes, [ANSWER_SEP]]).astype(np.int32)
     targets = np.full(config.seq_len, IGNORE_INDEX, np.int32)
     targets[-1] = shared
     return inputs, targets
@@ -128,13 +133,15 @@ def oracle_predictions(
     config: SetDisjointnessConfig, inputs: np.ndarray, targets: np.ndarray
 ) -> np.ndarray:
     """Answers read from ``inputs [B, L]`` alone: at each labelled position, the token the two
-    lists (split at the list separator) have in common. Returns ``int32 [B, L]``."""
+    lists of the first pass (split at the list separator, ended by the next prefix or the answer
+    separator) have in common. Returns ``int32 [B, L]``."""
     inputs, targets = np.asarray(inputs), np.asarray(targets)
     out = np.full(targets.shape, IGNORE_INDEX, np.int32)
     for b, pos in zip(*np.nonzero(targets != IGNORE_INDEX), strict=True):
         row = inputs[b, : pos + 1]
         sep = int(np.flatnonzero(row == LIST_SEP)[0])
-        (common,) = np.intersect1d(row[1:sep], row[sep + 1 : pos])
+        end = sep + 1 + int(np.flatnonzero(np.isin(row[sep + 1 :], (PREFIX, ANSWER_SEP)))[0])
+        (common,) = np.intersect1d(row[1:sep], row[sep + 1 : end])
         out[b, pos] = common
     return out
 

@@ -16,7 +16,7 @@ needle             (L, needles)         needle; needle_value_len, needle_depth, 
 passkey            (L, digits)          one passkey needle of ``digits`` digits; needle_depth
 selective_copy     (L, data tokens)     selective copying
 induction          (L, triggers)        induction heads
-set_disjointness   (first, second)      JRT set disjointness (L = first + second + 3)
+set_disjointness   (first, second)      JRT set disjointness; num_passes (context repeats)
 overwrite_stream   (L, keys)            key-value overwrite stream; stream_* fields
 segmented_recall   (segments, C)        facts queried d segments later; segment_* fields
 =================  ===================  =====================================================
@@ -279,7 +279,7 @@ TASKS: dict[str, TaskSpec] = {
         name="set_disjointness",
         slice_names=("first", "second"),
         build=lambda cfg, a, b: set_disjointness.SetDisjointnessConfig(
-            vocab_size=cfg.vocab_size, first_len=a, second_len=b
+            vocab_size=cfg.vocab_size, first_len=a, second_len=b, num_passes=cfg.num_passes
         ),
         source=set_disjointness.SetDisjointnessSource,
         chance=set_disjointness.chance_accuracy,

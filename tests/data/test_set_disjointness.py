@@ -19,6 +19,7 @@ from memarch.data.set_disjointness import (
     SetDisjointnessSource,
     chance_accuracy,
     oracle_predictions,
+    set_disjointness_example,
 )
 from memarch.data.source import IGNORE_INDEX
 
@@ -108,3 +109,21 @@ def test_chance_and_padding():
 def test_validation_names_the_field(change, field):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(SHORT_FIRST, **change)
+
+
+@pytest.mark.parametrize("a,b", [(3, 9), (9, 3)])
+def test_repeated_context_reads_the_lists_twice(a, b):
+    """num_passes = 2 (JRT): the context "[1] first [2] second" appears twice, verbatim, before
+    the answer separator; the label and the oracle are unchanged."""
+    one = SetDisjointnessConfig(vocab_size=64, first_len=a, second_len=b)
+    two = dataclasses.replace(one, num_passes=2)
+    x1, y1 = set_disjointness_example(one, 3, 7)
+    x2, y2 = set_disjointness_example(two, 3, 7)
+    ctx = x1[:-1]
+    assert two.seq_len == 2 * len(ctx) + 1 == len(x2)
+    np.testing.assert_array_equal(x2, np.concatenate([ctx, ctx, x1[-1:]]))
+    assert y2[-1] == y1[-1] and (y2[:-1] == IGNORE_INDEX).all()
+    pred = oracle_predictions(two, x2[None], y2[None])
+    assert pred[0, -1] == y2[-1]
+    with pytest.raises(ValueError, match="num_passes"):
+        dataclasses.replace(one, num_passes=0)
