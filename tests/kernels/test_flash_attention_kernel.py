@@ -24,7 +24,7 @@ import pytest
 from memarch.kernels import _platform
 from memarch.kernels.flash_attention import flash_attention
 from memarch.ops.decay_attention import decay_attention
-from memarch.testing import assert_close
+from memarch.testing import assert_close, rel_rms
 
 F32_TOL, BF16_TOL = 1e-4, 1e-2
 
@@ -137,8 +137,11 @@ def _kernel_fwd_bwd(inputs, *, window, variant, interpret, block_q, block_k):
             has_aux=True,
         )
     )(q, k, v, f, a)
+    errs = {}
     for name, x, r in zip(NAMES, (o, *grads), (ref, *ref_grads), strict=True):
         assert_close(name, x, r, F32_TOL)
+        errs[name] = rel_rms(x, r)
+    return errs  # relative RMS error of o and of every gradient vs the naive op
 
 
 @pytest.mark.parametrize("variant", ["grid", "loop"])
@@ -148,8 +151,10 @@ def test_both_layouts_with_unequal_blocks(variant):
     steps) runs interpreted; everything else runs on the default backend."""
     interpret = True if (variant == "grid" and _platform.backend() == "gpu") else None
     inputs = make(11, b=1, t=70, h=4, hkv=2, packed=True)
-    # asserts o and every gradient against the naive op (assert_close inside)
-    _kernel_fwd_bwd(inputs, window=23, variant=variant, interpret=interpret, block_q=32, block_k=16)
+    errs = _kernel_fwd_bwd(
+        inputs, window=23, variant=variant, interpret=interpret, block_q=32, block_k=16
+    )
+    assert set(errs) == set(NAMES) and max(errs.values()) <= F32_TOL, errs
 
 
 def test_tpu_interpret_mode_nan_poisoned():
@@ -157,8 +162,10 @@ def test_tpu_interpret_mode_nan_poisoned():
     memory is NaN and out-of-bounds reads raise, so an unwritten block or a missing scratch
     initialisation fails."""
     inputs = make(12, b=1, t=37, h=2, hkv=1, d=8, packed=True)
-    # asserts o and every gradient against the naive op (assert_close inside)
-    _kernel_fwd_bwd(inputs, window=9, variant="grid", interpret="tpu", block_q=16, block_k=16)
+    errs = _kernel_fwd_bwd(
+        inputs, window=9, variant="grid", interpret="tpu", block_q=16, block_k=16
+    )
+    assert set(errs) == set(NAMES) and max(errs.values()) <= F32_TOL, errs
 
 
 def test_bfloat16_close_to_float32_naive():
