@@ -5,11 +5,14 @@ speed, measured in one run on the current backend.
                                         --speed-T 1024 --repeats 3]
 
 - Peak memory: XLA's compiled-memory analysis (temporaries + arguments + outputs) of
-  ``value_and_grad`` of the chunked form at T, for a linear memory (dual form: no per-token
-  weights) and a 2-layer MLP memory (per-token weights inside a chunk), each with and without
-  per-chunk rematerialisation. Also the size of one copy of all per-token weights
-  (T × memory size), which a naive materialisation would need at least once.
-- Speed: forward+backward tokens/s of ``impl="chunk"`` vs ``impl="scan"`` (token by token).
+  ``value_and_grad`` of the chunked form at T, for a linear memory and a 2-layer MLP memory
+  in the dual form (no per-token weights), and the MLP memory with per-token weights
+  materialised inside each chunk (associative scans; the form Moneta's and Memora's
+  non-identity retentions need), each with and without per-chunk rematerialisation. Also the
+  size of one copy of all per-token weights (T × memory size), which a naive materialisation
+  would need at least once.
+- Speed: forward+backward tokens/s of ``impl="chunk"`` vs ``impl="scan"`` (token by token),
+  for the same three memories.
 
 Results are printed as Markdown and written to experiments/results/bench_memory.md.
 """
@@ -29,8 +32,8 @@ from memarch.memory import MemoryConfig, WriteGates, make_spec, memory_forward
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def case(cfg: MemoryConfig, b: int, t: int, h: int, d: int):
-    spec = make_spec(cfg)
+def case(cfg: MemoryConfig, dual: bool, b: int, t: int, h: int, d: int):
+    spec = dataclasses.replace(make_spec(cfg), dual_form=dual)
     ks = jax.random.split(jax.random.key(0), 6)
     init = jax.vmap(lambda k: spec.structure.init(k, d, d))(jax.random.split(ks[0], h))
     q = jax.random.normal(ks[1], (b, t, h, d))
@@ -81,19 +84,21 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "experiments" / "results"))
     a = p.parse_args()
     mib = 2.0**20
-    structures = {
-        "linear (dual form)": MemoryConfig(structure="linear"),
-        "mlp depth 2, ×4": MemoryConfig(structure="mlp", depth=2, expansion=4.0),
+    mlp = MemoryConfig(structure="mlp", depth=2, expansion=4.0)
+    structures = {  # label: (config, dual form)
+        "linear (dual form)": (MemoryConfig(structure="linear"), True),
+        "mlp depth 2, ×4 (dual form)": (mlp, True),
+        "mlp depth 2, ×4 (per-token weights)": (mlp, False),
     }
     rows = [
         "| memory | chunk | remat | peak MiB (fwd+bwd) | one per-token weight copy MiB |",
         "|---|---|---|---|---|",
     ]
-    for label, cfg0 in structures.items():
+    for label, (cfg0, dual) in structures.items():
         for c in a.chunks:
             for remat in (True, False):
                 cfg = dataclasses.replace(cfg0, chunk_size=c, remat=remat)
-                spec, init, qkv, gates = case(cfg, a.B, a.T, a.H, a.D)
+                spec, init, qkv, gates = case(cfg, dual, a.B, a.T, a.H, a.D)
                 per_token = a.B * a.T * sum(x.size for x in jax.tree.leaves(init)) * 4
                 peak = peak_bytes(fwd_bwd(spec, init, qkv, gates, "chunk"), init, *qkv)
                 rows.append(
@@ -104,10 +109,10 @@ def main() -> None:
         "| memory | chunk | chunk form tok/s | online (scan) tok/s | ratio |",
         "|---|---|---|---|---|",
     ]
-    for label, cfg0 in structures.items():
+    for label, (cfg0, dual) in structures.items():
         c = a.chunks[0]
         cfg = dataclasses.replace(cfg0, chunk_size=c)
-        spec, init, qkv, gates = case(cfg, a.B, a.speed_T, a.H, a.speed_D)
+        spec, init, qkv, gates = case(cfg, dual, a.B, a.speed_T, a.H, a.speed_D)
         n = a.B * a.speed_T
         fast = tokens_per_s(fwd_bwd(spec, init, qkv, gates, "chunk"), (init, *qkv), n, a.repeats)
         slow = tokens_per_s(fwd_bwd(spec, init, qkv, gates, "scan"), (init, *qkv), n, a.repeats)

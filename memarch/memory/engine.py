@@ -19,12 +19,20 @@ Forms (``impl``):
   chunk position).
 - ``chunk``: ``lax.scan`` over chunks. Inside a chunk all gradients are taken at once at the
   chunk-start memory (``vmap(grad)``); momentum and decay are linear recurrences solved with
-  ``lax.associative_scan`` (materialised per-token memories), or, for a linear memory with
-  P = id, with the dual form, which never materialises per-token weights::
+  ``lax.associative_scan`` (materialised per-token memories), or, when P = id and the
+  structure gives ``layers`` (linear and MLP memories: every weight is a matrix used as
+  ``W h``), with the dual form, which never materialises per-token weights. A token's gradient
+  on each weight is rank 1, ``u_j = g_j h_jᵀ`` (``h_j`` the weight's input, ``g_j`` the loss
+  gradient at its output, both at the anchor), so every weight follows::
 
       ρ_t = Π_{i≤t} γ_i;  m_t = Π_{i≤t} η_i;  n_{j,k} = θ_j Π_{i=j+1..k} η_i
       G[t,j] = Σ_{j≤k≤t} (ρ_t/ρ_k) n_{j,k};   f_t = Σ_{k≤t} (ρ_t/ρ_k) m_k
-      y_t = ρ_t W₀q_t + f_t S₀q_t − Σ_{j≤t} G[t,j] e_j (k_j·q_t)     (u_j = e_j k_jᵀ)
+      W_t x = ρ_t W₀x + f_t S₀x − Σ_{j≤t} G[t,j] g_j (h_j·x)
+
+  and the read applies that to each layer's query-path input (for a linear memory
+  ``y_t = ρ_t W₀q_t + f_t S₀q_t − Σ_j G[t,j] e_j (k_j·q_t)``; for an MLP the TTT-style dual of
+  every layer in turn). Cost per chunk of C tokens: O(C²·width) per weight instead of C copies
+  of every weight.
 
   Each chunk is rematerialised in the backward pass when ``spec.remat``.
 - ``auto``: ``chunk`` for plain sequences, ``scan`` with ``segment_ids`` or ``valid`` (the
@@ -64,11 +72,12 @@ class MemorySpec:
     remat: bool = True
     uses_delta: bool = False
     max_grad_norm: float | None = None
+    dual_form: bool = True  # False forces per-token weights (benchmarks and tests compare both)
 
     @property
     def dual(self) -> bool:
-        """True when the chunk form can use the dual form (linear memory, P = id)."""
-        return self.structure.linear and self.retention.identity
+        """True when the chunk form uses the dual form (a structure with ``layers``, P = id)."""
+        return self.dual_form and self.structure.layers is not None and self.retention.identity
 
 
 def make_spec(config: MemoryConfig) -> MemorySpec:
@@ -237,21 +246,55 @@ def _chunk_materialised(spec, a0, s0, q, k, v, lr, lm, lk, delta, valid):
     return y, last(a_all), (last(s_all) if spec.momentum else None)
 
 
+def _anchor_factors(spec, a0, k, v, delta):
+    """Rank-1 factors of every token's gradient at the anchor: ``u_j[n] = g_j[n] h_j[n]ᵀ``.
+
+    For each weight ``n`` of a structure with ``layers``: ``h [b, in]`` is its input and
+    ``g [b, out]`` the loss gradient at its output (``∂ℓ/∂(W h)``), both at the anchor memory
+    ``a0``; soft-clamped with ``‖u_j‖² = Σ_n ‖g_j[n]‖² ‖h_j[n]‖²``.
+    """
+    layers = spec.structure.layers
+
+    def loss(eps, k_t, v_t, d_t):
+        ins = {}
+
+        def matmul(n, h):
+            ins[n] = h
+            return h @ a0[n].T + eps[n]
+
+        return spec.loss(layers(matmul, k_t), v_t, d_t), ins
+
+    eps = {n: jnp.zeros(w.shape[:1], w.dtype) for n, w in a0.items()}
+    g, h = jax.vmap(jax.grad(loss, has_aux=True), in_axes=(None, 0, 0, 0))(eps, k, v, delta)
+    if spec.max_grad_norm is not None:
+        sq = sum(jnp.sum(g[n] ** 2, -1) * jnp.sum(h[n] ** 2, -1) for n in g)
+        f = _softclamp_factor(jnp.sqrt(sq), spec.max_grad_norm)[:, None]
+        g = {n: f * x for n, x in g.items()}
+    return g, h
+
+
+def _weigh(gmat: jax.Array, hh: jax.Array, g: jax.Array) -> jax.Array:
+    """``Σ_j G[t, j, c] hh[t, j] g[j, c]`` for ``G [t, j, C]`` with C = 1 or C = out."""
+    if gmat.shape[-1] == 1:
+        return (gmat[..., 0] * hh) @ g
+    return jnp.einsum("tjc,tj,jc->tc", gmat, hh, g)
+
+
 def _chunk_dual(spec, a0, s0, q, k, v, lr, lm, lk, delta, valid):
-    """One chunk of a linear memory with P = id in the dual form (no per-token weights)."""
-    w0 = a0["W"]  # [V, K]
+    """One chunk of a memory with ``layers`` and P = id in the dual form: no per-token weights.
+
+    Every weight ``W`` of the structure follows ``W_t = ρ_t W₀ + f_t S₀ − Σ_{j≤t} G[t,j] g_j h_jᵀ``
+    (module docstring; ``g_j h_jᵀ`` the rank-1 gradient at the anchor), so the read of token t
+    applies ``W_t`` to a query-path input ``x_t`` as
+    ``ρ_t W₀x_t + f_t S₀x_t − Σ_j G[t,j] g_j (h_j·x_t)``: an attention-like product per layer.
+    """
+    g, h = _anchor_factors(spec, a0, k, v, delta)
     b = q.shape[0]
-    pred = k @ w0.T  # [b, V]
-    e = jax.vmap(jax.grad(spec.loss))(pred, v, delta)  # ∂ℓ/∂p at the anchor, [b, V]
-    if spec.max_grad_norm is not None:  # ‖e kᵀ‖_F = ‖e‖ ‖k‖
-        norm = jnp.linalg.norm(e, axis=-1) * jnp.linalg.norm(k, axis=-1)
-        e = e * _softclamp_factor(norm, spec.max_grad_norm)[:, None]
     causal = jnp.tril(jnp.ones((b, b), bool))  # [t, k]: k ≤ t
     lrho = jnp.cumsum(lk, axis=0)  # [b, C]
     diff = lrho[:, None, :] - lrho[None, :, :]  # [t, k, C]
     dmat = jnp.exp(jnp.where(causal[..., None], diff, -jnp.inf))
-    dmat = dmat * valid.astype(jnp.float32)[None, :, None]
-    dmat = jnp.broadcast_to(dmat, (b, b, v.shape[-1]))  # scalar gate: same for every channel
+    dmat = dmat * valid.astype(dmat.dtype)[None, :, None]
     if spec.momentum:
         lmc = jnp.cumsum(lm)
         nd = lmc[None, :] - lmc[:, None]  # [j, k] = log Π_{i=j+1..k} η_i
@@ -263,16 +306,22 @@ def _chunk_dual(spec, a0, s0, q, k, v, lr, lm, lk, delta, valid):
     gmat = jnp.einsum("tkc,jk->tjc", dmat, n)  # [t, j, C]
     f = jnp.einsum("tkc,k->tc", dmat, m)  # [t, C]
     rho = jnp.exp(lrho)  # [t, C]
-    qk = jnp.where(causal, q @ k.T, 0.0)  # [t, j]
-    y = rho * (q @ w0.T) - jnp.einsum("tjc,jc,tj->tc", gmat, e, qk)
-    w_end = rho[-1][:, None] * w0 - jnp.einsum("jc,jc,jd->cd", gmat[-1], e, k)
-    s_end = None
-    if spec.momentum:
-        s0w = s0["W"]
-        y = y + f * (q @ s0w.T)
-        w_end = w_end + f[-1][:, None] * s0w
-        s_end = {"W": m[-1] * s0w - jnp.einsum("j,jc,jd->cd", n[:, -1], e, k)}
-    return y, {"W": w_end}, s_end
+
+    def matmul(name, x):  # x [b, in]: token t's input to weight `name`, read with W_t
+        z = rho * (x @ a0[name].T)
+        if spec.momentum:
+            z = z + f * (x @ s0[name].T)
+        return z - _weigh(gmat, jnp.where(causal, x @ h[name].T, 0.0), g[name])
+
+    y = spec.structure.layers(matmul, q)
+    a_end, s_end = {}, ({} if spec.momentum else None)
+    for name, w0 in a0.items():
+        update = (gmat[-1] * g[name]).T @ h[name]  # Σ_j G[last, j] g_j h_jᵀ
+        a_end[name] = rho[-1][:, None] * w0 - update
+        if spec.momentum:
+            a_end[name] = a_end[name] + f[-1][:, None] * s0[name]
+            s_end[name] = m[-1] * s0[name] - (n[:, -1][:, None] * g[name]).T @ h[name]
+    return y, a_end, s_end
 
 
 def _chunk_stream(spec, init, state, q, k, v, lr, lm, lk, delta, reset, valid):

@@ -6,6 +6,12 @@ A structure is a pair of pure functions over one memory stream (one batch row, o
   mixer learns one per head);
 - ``apply(params, x [dk]) -> [dv]``: the memory read ``M(x)``.
 
+Structures whose weights are all matrices used only through products ``W h`` also give
+``layers(matmul, x [..., dk]) -> [..., dv]``: the read written against a callback
+``matmul(name, h [..., in]) -> [..., out]`` that stands for ``h @ params[name]ᵀ``. The engine
+then reads per-token weights ``W_t = ρ_t W₀ + … − Σ_j G[t, j] g_j h_jᵀ`` without materialising
+them (the dual form); ``apply`` is ``layers`` with the plain product.
+
 Registered structures (:func:`make_structure` by name):
 
 - ``linear``: ``M(x) = W x`` with ``W [dv, dk]`` (the linear-attention family's matrix memory).
@@ -39,13 +45,24 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 class Structure:
     """A memory structure: ``init(key, dk, dv) -> params``; ``apply(params, x[dk]) -> [dv]``.
 
-    ``linear`` is True for the matrix memory (the engine then uses the dual form).
+    ``layers`` (optional, see the module docstring) lets the engine use the dual form;
+    ``linear`` is True for the matrix memory ``M(x) = W x``.
     """
 
     name: str
     init: Callable[[jax.Array, int, int], Any]
     apply: Callable[[Any, jax.Array], jax.Array]
     linear: bool = False
+    layers: Callable[[Callable[[str, jax.Array], jax.Array], jax.Array], jax.Array] | None = None
+
+
+def _from_layers(name: str, init: Callable, layers: Callable, **kw: Any) -> Structure:
+    """A structure whose ``apply`` is ``layers`` with the plain product ``h @ params[n]ᵀ``."""
+
+    def apply(params, x):
+        return layers(lambda n, h: h @ params[n].T, x)
+
+    return Structure(name, init, apply, layers=layers, **kw)
 
 
 def _layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -61,10 +78,10 @@ def linear_structure() -> Structure:
         del key
         return {"W": jnp.zeros((dv, dk), jnp.float32)}
 
-    def apply(params, x):
-        return params["W"] @ x
+    def layers(matmul, x):
+        return matmul("W", x)
 
-    return Structure("linear", init, apply, linear=True)
+    return _from_layers("linear", init, layers, linear=True)
 
 
 def mlp_structure(
@@ -85,14 +102,14 @@ def mlp_structure(
             for i in range(depth)
         }
 
-    def apply(params, x):
+    def layers(matmul, x):
         h = x
         for i in range(depth - 1):
-            h = act(params[f"W{i}"] @ h)
-        m = params[f"W{depth - 1}"] @ h
+            h = act(matmul(f"W{i}", h))
+        m = matmul(f"W{depth - 1}", h)
         return x + _layer_norm(m) if residual else m
 
-    return Structure("mlp", init, apply)
+    return _from_layers("mlp", init, layers)
 
 
 STRUCTURES: dict[str, Callable[..., Structure]] = {

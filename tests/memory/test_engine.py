@@ -207,14 +207,24 @@ def test_sequence_shorter_than_a_chunk_still_writes_memory(impl):
     assert int(st.pos[0]) == 3
 
 
-def test_dual_form_equals_materialised_memories():
-    """Linear memory: the dual form (no per-token W) == per-token W from associative scans."""
-    cfg = dataclasses.replace(CONFIGS["linear_l2_decay_momentum"], chunk_size=5)
+@pytest.mark.parametrize(
+    "name",
+    [
+        "linear_l2_decay_momentum",
+        "linear_l2_chan_gd",  # per-channel decay
+        "mlp_l2_decay_momentum",  # the per-layer dual of an MLP memory
+        "mlp1_huber_decay_gd",
+        "yaad",
+        "mlp_clamped",  # soft clamp from the rank-1 factors of every layer
+    ],
+)
+def test_dual_form_equals_materialised_memories(name):
+    """The dual form (no per-token W) == per-token W from associative scans, on outputs and on
+    the final memory and momentum, for linear and MLP memories."""
+    cfg = dataclasses.replace(CONFIGS[name], chunk_size=5)
     spec, init, q, k, v, g = inputs(cfg, t=12)
     assert spec.dual
-    materialised = dataclasses.replace(
-        spec, retention=dataclasses.replace(spec.retention, identity=False)
-    )
+    materialised = dataclasses.replace(spec, dual_form=False)
     assert not materialised.dual
     y_dual, s_dual = memory_forward(spec, init, q, k, v, g, impl="chunk")
     y_mat, s_mat = memory_forward(materialised, init, q, k, v, g, impl="chunk")
