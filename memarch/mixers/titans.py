@@ -66,6 +66,8 @@ class MonetaConfig(NeuralMemoryConfig):
     bias: str = "lp"  # ℓ_p attentional bias
     p: float = 3.0  # the paper's best exponent
     retention: str = "lq"  # A_t = γA_{t−1} − θ∇; W = A/‖A‖_q^{q−2}
+    # q = 4 (the paper's): W ∝ 1/scale(A), so a large θ lets A run away behind the memory's
+    # LayerNorm; small MQAR models need θ_max ≈ 0.03 (configs/mqar_titans_small.py)
     q: float = 4.0
     rule: str = "gd"  # plain gradient descent
 
