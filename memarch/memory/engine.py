@@ -266,6 +266,11 @@ def _anchor_factors(spec, a0, k, v, delta):
 
     eps = {n: jnp.zeros(w.shape[:1], w.dtype) for n, w in a0.items()}
     g, h = jax.vmap(jax.grad(loss, has_aux=True), in_axes=(None, 0, 0, 0))(eps, k, v, delta)
+    if set(h) != set(a0) or any(w.ndim != 2 for w in a0.values()):
+        raise ValueError(
+            f"structure {spec.structure.name!r} gives `layers`, so every weight must be a "
+            f"matrix read once through matmul; weights {sorted(a0)}, read {sorted(h)}"
+        )
     if spec.max_grad_norm is not None:
         sq = sum(jnp.sum(g[n] ** 2, -1) * jnp.sum(h[n] ** 2, -1) for n in g)
         f = _softclamp_factor(jnp.sqrt(sq), spec.max_grad_norm)[:, None]

@@ -13,6 +13,7 @@ from memory_cases import CONFIGS, inputs, memory_forward
 
 from memarch.memory import WriteGates
 from memarch.memory.engine import initial_state
+from memarch.memory.structures import Structure
 from memarch.testing import assert_close, rel_rms
 
 TOL = 2e-5  # float32, chunk (associative scans / dual form) vs token order
@@ -239,3 +240,20 @@ def test_batch_rows_and_heads_are_independent():
     y2, _ = memory_forward(spec, init, q.at[1, :, 0].set(0.0), k, v, g)
     np.testing.assert_array_equal(np.asarray(y[0]), np.asarray(y2[0]))  # other row
     np.testing.assert_array_equal(np.asarray(y[1, :, 1]), np.asarray(y2[1, :, 1]))  # other head
+
+
+def test_dual_form_rejects_a_structure_with_weights_outside_its_layers():
+    """A structure whose `layers` skips a weight cannot run in the dual form: clear error."""
+
+    def init(key, dk, dv):
+        return {"W": jnp.zeros((dv, dk)), "b": jnp.zeros((dv,))}
+
+    def layers(matmul, x):
+        return matmul("W", x)
+
+    bad = Structure("with_bias", init, lambda p, x: p["W"] @ x + p["b"], layers=layers)
+    spec, init_w, q, k, v, g = inputs(CONFIGS["linear_l2_decay_momentum"], t=4)
+    spec = dataclasses.replace(spec, structure=bad)
+    init_w = {"W": init_w["W"], "b": jnp.zeros(init_w["W"].shape[:2])}
+    with pytest.raises(ValueError, match="every weight must be a matrix"):
+        memory_forward(spec, init_w, q, k, v, g, impl="chunk")
