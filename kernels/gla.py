@@ -6,7 +6,7 @@ Per batch row and head, with key-major state ``S_t ∈ R^{K×V}`` and log decay 
     S_t = Diag(exp(g_t)) S_{t-1} + k_t v_tᵀ            o_t = scale · S_tᵀ q_t
 
 :func:`gla_pallas` computes the same function as :func:`memarch.ops.gla` (``impl="naive"``)
-with the chunked form of ``memarch.ops._chunk_decay`` (shared/reference/linear_attention.md §3).
+with the chunked form of ``memarch.ops._chunk_decay`` (docs/linear_attention.md §Chunked form).
 Within a chunk of ``C`` tokens, with ``b`` the chunk-local inclusive cumsum of ``g``, ``b_C`` its
 last row, ``Q̃ = scale·Q`` and ``W = S_[n]ᵀ ∈ R^{V×K}`` the state entering chunk ``n``::
 

@@ -1,5 +1,5 @@
 """Fact stream for continual training in the weights: a sequence of tasks, each a set of
-random facts ``[BOS] k1 k2 → v`` (``../shared/reference/continual_forgetting.md`` §3, task C).
+random facts ``[BOS] k1 k2 → v`` (``docs/continual_forgetting.md`` §Task C).
 
 Layout
 ------

@@ -2,7 +2,7 @@
 
 Reference: the induction-heads task of Mamba (Gu & Dao, arXiv 2312.00752, §4.1.2; vocabulary
 16, train length 256, test up to 2^20) and Olsson et al. (2022); summarised in
-``../shared/reference/recall_tasks.md`` §3. ``num_triggers = 1`` is Mamba's task (one trigger,
+``docs/recall_tasks.md`` §Induction. ``num_triggers = 1`` is Mamba's task (one trigger,
 one query at the end); more triggers ask several such questions of one sequence.
 
 Layout

@@ -1,7 +1,7 @@
 """Needle in a haystack: key→value (or passkey) needles hidden in synthetic filler.
 
 Reference: the passkey task and RULER's S-NIAH / multikey NIAH (arXiv 2404.06654), reduced to
-tokens (``../shared/reference/recall_tasks.md`` §2).
+tokens (``docs/recall_tasks.md`` §Needle in a haystack).
 
 Layout
 ------

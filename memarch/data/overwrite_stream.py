@@ -1,5 +1,5 @@
 """Key-value overwrite stream: interleaved writes, overwrites and queries, labelled with the
-latest value (``../shared/reference/continual_forgetting.md`` §3, task A).
+latest value (``docs/continual_forgetting.md`` §Task A).
 
 Built on the ideas of forgetting MQAR (:mod:`memarch.data.mqar`): keys from the lower half of
 the vocabulary, values from the upper half, the label at the query-key position (the value is

@@ -1,5 +1,5 @@
 """Segmented retention: facts written in segment ``i``, queried ``d`` segments later
-(``../shared/reference/continual_forgetting.md`` §3, task B).
+(``docs/continual_forgetting.md`` §Task B).
 
 A sequence is ``S`` segments of ``C`` tokens. A model reads it one segment at a time,
 carrying its memory (the mixers' decode caches) from segment to segment; with a window or

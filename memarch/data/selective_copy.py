@@ -1,7 +1,7 @@
 """Selective copying: reproduce, in order, the data tokens scattered among noise.
 
 Reference: the selective-copying task of Mamba (Gu & Dao, arXiv 2312.00752, §3.1 / Fig. 2),
-reduced to tokens (``../shared/reference/recall_tasks.md`` §3; Mamba's setting: vocabulary
+reduced to tokens (``docs/recall_tasks.md`` §Selective copying; Mamba's setting: vocabulary
 16, length 4096, 16 data tokens).
 
 Layout

@@ -2,7 +2,7 @@
 
 Reference: Arora et al., "Just read twice" (JRT, arXiv 2407.05483),
 ``HazyResearch/prefix-linear-attention: synthetic/zoology/data/non_autoreg.py``; summarised in
-``../shared/reference/recall_tasks.md`` §4.
+``docs/recall_tasks.md`` §Set disjointness.
 
 Layout
 ------

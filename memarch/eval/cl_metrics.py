@@ -1,6 +1,6 @@
 """Continual-learning metrics on an accuracy matrix and on per-task accuracy curves.
 
-Conventions (``../shared/reference/continual_forgetting.md`` §2; the definitions match
+Conventions (``docs/continual_forgetting.md`` §Metrics; the definitions match
 Avalanche and Mammoth ``utils.metrics``), with 0-based indices in code and ``T`` tasks:
 
 * ``R [T, T]``: ``R[i, j]`` is the accuracy on task (or segment) ``j`` after training task

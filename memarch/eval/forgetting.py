@@ -1,4 +1,4 @@
-"""Continual-forgetting evaluation (``../shared/reference/continual_forgetting.md`` §3).
+"""Continual-forgetting evaluation (``docs/continual_forgetting.md`` §Task A, §Task B, §Task C).
 
 * :func:`evaluate_overwrite_stream` — task A: accuracy by lag (log₂ bins), by the key's
   number of earlier overwrites and by writes since; errors classified as a stale value of the

@@ -1,6 +1,6 @@
 """Continual-forgetting plots (PNG, matplotlib's Agg canvas; no pyplot global state).
 
-``../shared/reference/continual_forgetting.md`` §4: the lower-triangular accuracy matrix,
+``docs/continual_forgetting.md`` §Plots: the lower-triangular accuracy matrix,
 per-task accuracy against step with task boundaries and the min-ACC level, retention against
 lag on a log x-axis, and the needle depth × length heatmap. Every function writes ``path``
 and returns it (as a :class:`~pathlib.Path`).

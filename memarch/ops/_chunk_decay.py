@@ -12,7 +12,7 @@ Two implementations live here and are wrapped by :mod:`memarch.ops.linear_attent
 :mod:`memarch.ops.gla`:
 
 * :func:`scan_tokens` runs a per-token step function with ``lax.scan`` (the fp32 specification);
-* :func:`chunk_decay` is the chunked form of ``shared/reference/linear_attention.md`` §3. Within a
+* :func:`chunk_decay` is the chunked form of ``docs/linear_attention.md`` §Chunked form. Within a
   chunk of ``C`` tokens, with ``b`` the chunk-local inclusive cumsum of ``g`` and ``b_C`` its last
   row, and ``S_[n]`` the state entering chunk ``n``::
 

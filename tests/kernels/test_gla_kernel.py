@@ -1,6 +1,6 @@
 """Tests for memarch.kernels.gla (Pallas chunked GLA) against the naive op.
 
-Criterion (shared/reference/linear_attention.md §5): rel-RMS via memarch.testing.assert_close on
+Criterion (docs/linear_attention.md §Test criterion): rel-RMS via memarch.testing.assert_close on
 o, S_T and the gradients of q, k, v, g, S_0 through the loss Σ(o⊙dO) + Σ(S_T⊙dS_T); fp32 1e-4,
 bf16 1e-2 (the bf16 kernel against the fp32 naive op on the same bf16-rounded inputs).
 ``interpret=None`` interprets on CPU and compiles on GPU/TPU, so the same tests check the

@@ -1,6 +1,6 @@
 """Tests for memarch.ops.linear_attention: chunk vs naive, packing, decode step, stability.
 
-Criterion (shared/reference/linear_attention.md §5): rel-RMS via memarch.testing.assert_close on
+Criterion (docs/linear_attention.md §Test criterion): rel-RMS via memarch.testing.assert_close on
 o, S_T and the gradients of q, k, v, S_0 through the loss Σ(o⊙dO) + Σ(S_T⊙dS_T).
 fp32: 1e-5. bf16: the bf16 chunk form is compared with the fp32 naive form on the same
 bf16-rounded inputs (so only the chunk form's error and bf16 output/gradient rounding are
