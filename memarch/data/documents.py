@@ -30,13 +30,13 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import importlib
 import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import tensorflow_datasets as tfds
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
 TXT_MODES = ("file", "paragraph")
@@ -47,8 +47,8 @@ GLOB_CHARS = "*?["
 @dataclasses.dataclass(frozen=True)
 class Unit:
     """One piece of a source read by one worker: a file (``start``/``stop`` unused) or the
-    TFDS records ``[start, stop)``. ``key`` names it in the split rule; ``fingerprint`` is
-    what the index records about its input (path, size, mtime, sha256)."""
+    TFDS records ``[start, stop)`` (``path`` = the dataset name). ``key`` names it in the split
+    rule; ``size``: its bytes (a TFDS unit: the dataset's)."""
 
     kind: str  # "txt" | "jsonl" | "parquet" | "tfds"
     path: str
@@ -135,7 +135,14 @@ class LocalCorpus:
         return [found[k] for k in sorted(found)]
 
 
+def _tfds():
+    """``tensorflow_datasets``, imported on first use: the import takes seconds, and the
+    preparation workers of local corpora (spawned processes) never need it."""
+    return importlib.import_module("tensorflow_datasets")
+
+
 def _tfds_builder(name: str, data_dir: str):
+    tfds = _tfds()
     try:
         return tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # DatasetNotFoundError, bad config/version, …
@@ -194,7 +201,7 @@ class TFDSCorpus:
     def source(self):
         """The random-access ``tfds.data_source`` of the split."""
         self.builder()
-        return tfds.data_source(self.name, split=self.split, data_dir=self.data_dir)
+        return _tfds().data_source(self.name, split=self.split, data_dir=self.data_dir)
 
     def files(self) -> list[str]:
         """The dataset's files (its fingerprint covers them)."""

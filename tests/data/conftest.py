@@ -1,0 +1,82 @@
+"""Fixtures of the language-model data tests: a generated corpus, and a BPE tokenizer and a
+SentencePiece model trained on it inside the test session (CPU, no network, in tmp paths)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+WORDS = (
+    "the memory of a model is a state that sums keys and values over time while the gate "
+    "forgets old facts and the delta rule writes new ones "
+    "Gödel naïve café über straße 東京 日本語 テキスト 😀 🚀 Ωμέγα привет мир ∑∫√ ✓"
+).split()
+
+
+def generate_documents(n: int, seed: int, max_words: int = 120) -> list[str]:
+    """``n`` documents of random words (ASCII and Unicode), lines and punctuation; some empty."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(n):
+        k = int(rng.integers(0, max_words))
+        words = [WORDS[i] for i in rng.integers(0, len(WORDS), size=k)]
+        for j in range(7, k, 13):
+            words[j] += "." if j % 2 else ",\n"
+        docs.append(" ".join(words))
+    return docs
+
+
+@pytest.fixture(scope="session")
+def training_text() -> list[str]:
+    """The texts the tokenizers are trained on."""
+    return generate_documents(400, seed=1234)
+
+
+@pytest.fixture(scope="session")
+def bpe_dir(tmp_path_factory, training_text) -> str:
+    """A directory as ``transformers`` saves a tokenizer: ``tokenizer.json`` (byte-level BPE,
+    vocabulary 400, ``<pad>`` = 0, ``<s>`` = 1, ``</s>`` = 2) and ``special_tokens_map.json``."""
+    out = tmp_path_factory.mktemp("bpe")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(training_text, trainer)
+    tok.save(str(out / "tokenizer.json"))
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+    (out / "special_tokens_map.json").write_text(json.dumps(specials))
+    (out / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 2048}))
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def sp_model(tmp_path_factory, training_text) -> str:
+    """A SentencePiece BPE model (``*.model``; vocabulary 400, byte fallback, identity
+    normalization so every text round-trips; unk 0, BOS 1, EOS 2, PAD 3)."""
+    out = tmp_path_factory.mktemp("sp") / "sp.model"
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(line for doc in training_text for line in doc.split("\n")),
+        model_writer=proto,
+        model_type="bpe",
+        vocab_size=400,
+        byte_fallback=True,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        pad_id=3,
+        minloglevel=2,
+    )
+    out.write_bytes(proto.getvalue())
+    return str(out)
