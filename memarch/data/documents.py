@@ -199,9 +199,9 @@ class TFDSCorpus:
         return builder
 
     def source(self):
-        """The random-access ``tfds.data_source`` of the split."""
-        self.builder()
-        return _tfds().data_source(self.name, split=self.split, data_dir=self.data_dir)
+        """The random-access data source of the split (``builder.as_data_source``, what
+        ``tfds.data_source`` returns; ArrayRecord, no TensorFlow)."""
+        return self.builder().as_data_source(split=self.split)
 
     def files(self) -> list[str]:
         """The dataset's files (its fingerprint covers them)."""
