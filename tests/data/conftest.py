@@ -32,6 +32,12 @@ def generate_documents(n: int, seed: int, max_words: int = 120) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def make_documents():
+    """:func:`generate_documents`, for tests that need documents of their own."""
+    return generate_documents
+
+
+@pytest.fixture(scope="session")
 def training_text() -> list[str]:
     """The texts the tokenizers are trained on."""
     return generate_documents(400, seed=1234)
