@@ -243,9 +243,7 @@ def _jsonl_documents(unit: Unit, corpus: LocalCorpus) -> Iterator[tuple[int, str
                 raise ValueError(f"{where}: not a JSON object ({e.msg})") from None
             if not isinstance(record, dict) or corpus.text_field not in record:
                 keys = list(record) if isinstance(record, dict) else type(record).__name__
-                raise ValueError(
-                    f"{where}: no text field {corpus.text_field!r} (fields: {keys})"
-                )
+                raise ValueError(f"{where}: no text field {corpus.text_field!r} (fields: {keys})")
             value = record[corpus.text_field]
             if not isinstance(value, str):
                 raise ValueError(

@@ -88,6 +88,7 @@ class PreparedSplit:
             parts.append(lengths.astype(np.int64))
             self.readers.append(RecordReader(records, self.dtype))
         self.lengths = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        self._last: tuple[int, np.ndarray] | None = None
         counts = [len(p) for p in parts]
         self.shard_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
@@ -95,9 +96,17 @@ class PreparedSplit:
         return len(self.lengths)
 
     def read(self, d: int) -> np.ndarray:
-        """Ids of document ``d`` (``dtype[lengths[d]]``)."""
-        k = int(np.searchsorted(self.shard_starts, d, side="right")) - 1
-        return self.readers[k].read(d - int(self.shard_starts[k]))
+        """Ids of document ``d`` (``dtype[lengths[d]]``). The last document read is kept: a
+        document that ends one packed row starts the next."""
+        if self._last is not None and self._last[0] == d:
+            return self._last[1]
+        k = int(self.shard_starts.searchsorted(d, side="right")) - 1
+        ids = self.readers[k].read(d - int(self.shard_starts[k]))
+        self._last = (d, ids)
+        return ids
+
+    def __getstate__(self):
+        return {**self.__dict__, "_last": None}
 
 
 class PackedRows:
@@ -153,19 +162,20 @@ class PackedRows:
     def __len__(self) -> int:
         return self.num_rows
 
-    def _document(self, d: int, a: int, b: int) -> np.ndarray:
-        """Tokens ``[a, b)`` of document ``d`` with its BOS/EOS."""
-        n = int(self.split.lengths[d])
-        nb = len(self.bos)
-        parts = []
+    def _fill(self, out: np.ndarray, d: int, a: int, b: int) -> None:
+        """Writes tokens ``[a, b)`` of document ``d`` (with its BOS/EOS) into ``out``
+        (``len(out) == b - a``)."""
+        nb, n = len(self.bos), int(self.split.lengths[d])
+        k = 0
         if a < nb:
-            parts.append(np.asarray(self.bos, np.int64))
+            out[0] = self.bos[0]
+            k = 1
         lo, hi = max(a - nb, 0), min(b - nb, n)
         if lo < hi:
-            parts.append(self.split.read(d)[lo:hi].astype(np.int64))
-        if self.eos and b > nb + n:
-            parts.append(np.asarray(self.eos, np.int64))
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+            out[k : k + hi - lo] = self.split.read(d)[lo:hi]
+            k += hi - lo
+        if k < len(out):  # the EOS
+            out[k] = self.eos[0]
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         index = operator.index(index)
@@ -175,23 +185,23 @@ class PackedRows:
         order, starts = self.epoch_order(epoch)
         T = self.seq_len
         lo, hi = row * T, (row + 1) * T + 1
-        j = int(np.searchsorted(starts, lo, side="right")) - 1
-        tokens = np.empty(T + 1, np.int64)
+        j = int(starts.searchsorted(lo, side="right")) - 1
+        tokens = np.empty(T + 1, np.int32)
         segments = np.empty(T + 1, np.int32)
         pos, seg = lo, 0
         while pos < hi:
             start, stop = int(starts[j]), int(starts[j + 1])
             if stop > start:
-                piece = self._document(int(order[j]), pos - start, min(hi, stop) - start)
+                end = min(hi, stop)
                 seg += 1
-                tokens[pos - lo : pos - lo + len(piece)] = piece
-                segments[pos - lo : pos - lo + len(piece)] = seg
-                pos += len(piece)
+                self._fill(tokens[pos - lo : end - lo], int(order[j]), pos - start, end - start)
+                segments[pos - lo : end - lo] = seg
+                pos = end
             j += 1
         same = segments[1:] == segments[:-1]
         return {
-            "inputs": tokens[:-1].astype(np.int32),
-            "targets": np.where(same, tokens[1:], IGNORE_INDEX).astype(np.int32),
+            "inputs": tokens[:-1],
+            "targets": np.where(same, tokens[1:], np.int32(IGNORE_INDEX)),
             "segment_ids": segments[:-1],
         }
 

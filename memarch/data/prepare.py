@@ -57,6 +57,7 @@ from memarch.data.shards import (
     shard_name,
     token_dtype,
     write_atomic,
+    write_index,
 )
 from memarch.data.tokenizers import FROM_FILES, TextTokenizer, load_tokenizer
 
@@ -220,7 +221,10 @@ def prepare(
     dtype = token_dtype(tok.vocab_size)
     options = {**corpus.options(), "val_every": val_every, "shard_bytes": shard_bytes}
     tokenizer_args = (
-        str(tok.path) if tok.path is not None else "byte", tok.bos_id, tok.eos_id, tok.pad_id
+        str(tok.path) if tok.path is not None else "byte",
+        tok.bos_id,
+        tok.eos_id,
+        tok.pad_id,
     )
     groups = plan_shards(units, shard_bytes)
     jobs = []
@@ -244,8 +248,9 @@ def prepare(
         }
         name = shard_name(k, len(groups))
         jobs.append(
-            ShardJob(str(out), name, group, corpus, tokenizer_args, val_every, dtype,
-                     _digest(inputs))
+            ShardJob(
+                str(out), name, group, corpus, tokenizer_args, val_every, dtype, _digest(inputs)
+            )
         )
     manifests = {j.name: _complete(out, j.name, j.inputs_sha256) for j in jobs}
     todo = [j for j in jobs if manifests[j.name] is None]
@@ -276,24 +281,17 @@ def prepare(
                     pool.shutdown(cancel_futures=True)
                     raise
     shards = [manifests[j.name] for j in jobs]
-    totals = {
-        s: {k: sum(m[s][k] for m in shards) for k in ("documents", "tokens")} for s in SPLITS
-    }
-    if totals["train"]["tokens"] + totals["validation"]["tokens"] == 0:
+    if sum(m[s]["tokens"] for m in shards for s in SPLITS) == 0:
         raise ValueError(f"the corpus {corpus.options()} has no tokens (every document is empty)")
-    index = {
-        "format": FORMAT,
-        "tokenizer": tok.info(),
-        "dtype": dtype,
-        "options": options,
-        "split_rule": SPLIT_RULE,
-        "sources": [fingerprints[f] for f in sorted(fingerprints)],
-        "shards": shards,
-        "splits": totals,
-        "empty_documents": sum(m["empty_documents"] for m in shards),
-    }
-    write_atomic(out / INDEX_NAME, dump_json(index))
-    return index
+    return write_index(
+        out,
+        tokenizer=tok.info(),
+        dtype=dtype,
+        options=options,
+        split_rule=SPLIT_RULE,
+        sources=[fingerprints[f] for f in sorted(fingerprints)],
+        shards=shards,
+    )
 
 
 def _special(value: str) -> int | None:
@@ -306,27 +304,51 @@ def build_parser() -> argparse.ArgumentParser:
         prog="memarch data prepare",
         description="Tokenize a corpus into ArrayRecord shards plus index.json.",
     )
-    p.add_argument("sources", nargs="*", metavar="SRC",
-                   help="glob patterns of .txt/.jsonl/.parquet files (quote them)")
+    p.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SRC",
+        help="glob patterns of .txt/.jsonl/.parquet files (quote them)",
+    )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--tokenizer", required=True,
-                   help="'byte', a tokenizer.json, a SentencePiece .model, or a directory")
+    p.add_argument(
+        "--tokenizer",
+        required=True,
+        help="'byte', a tokenizer.json, a SentencePiece .model, or a directory",
+    )
     p.add_argument("--text-field", default="text", help="jsonl/parquet/TFDS text field")
-    p.add_argument("--txt-mode", choices=["file", "paragraph"], default="file",
-                   help=".txt: one document per file or per blank-line paragraph")
-    p.add_argument("--errors", choices=["strict", "replace"], default="strict",
-                   help="invalid UTF-8: raise (naming file and offset) or replace")
+    p.add_argument(
+        "--txt-mode",
+        choices=["file", "paragraph"],
+        default="file",
+        help=".txt: one document per file or per blank-line paragraph",
+    )
+    p.add_argument(
+        "--errors",
+        choices=["strict", "replace"],
+        default="strict",
+        help="invalid UTF-8: raise (naming file and offset) or replace",
+    )
     p.add_argument("--workers", type=int, default=1, help="tokenizing processes")
-    p.add_argument("--val-every", type=int, default=100,
-                   help="hold out ~1/N of the documents (hash rule); 0: none")
-    p.add_argument("--shard-mb", type=int, default=DEFAULT_SHARD_BYTES >> 20,
-                   help="input MB per shard")
+    p.add_argument(
+        "--val-every",
+        type=int,
+        default=100,
+        help="hold out ~1/N of the documents (hash rule); 0: none",
+    )
+    p.add_argument(
+        "--shard-mb", type=int, default=DEFAULT_SHARD_BYTES >> 20, help="input MB per shard"
+    )
     p.add_argument("--tfds", metavar="NAME", help="a TFDS dataset (name[/config][:version])")
     p.add_argument("--data-dir", help="TFDS data_dir holding the prepared dataset")
     p.add_argument("--split", default="train", help="TFDS split to read")
     for name in ("bos", "eos", "pad"):
-        p.add_argument(f"--{name}-id", type=_special, default=FROM_FILES, help=f"override the {name.upper()} id "
-                       "(an int, or 'none')")
+        p.add_argument(
+            f"--{name}-id",
+            type=_special,
+            default=FROM_FILES,
+            help=f"override the {name.upper()} id (an int, or 'none')",
+        )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -340,21 +362,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tfds:
         if not args.data_dir:
             parser.error("--tfds needs --data-dir")
-        corpus: Corpus = TFDSCorpus(args.tfds, args.data_dir, args.split, args.text_field,
-                                    args.errors)
+        corpus: Corpus = TFDSCorpus(
+            args.tfds, args.data_dir, args.split, args.text_field, args.errors
+        )
     elif args.sources:
         corpus = LocalCorpus(tuple(args.sources), args.text_field, args.txt_mode, args.errors)
     else:
         parser.error("give SRC patterns or --tfds NAME")
     specials = {f"{n}_id": getattr(args, f"{n}_id") for n in ("bos", "eos", "pad")}
     tok = load_tokenizer(args.tokenizer, **specials)
-    index = prepare(corpus, args.out, tok, val_every=args.val_every, workers=args.workers,
-                    shard_bytes=args.shard_mb << 20, progress=not args.no_progress)
+    index = prepare(
+        corpus,
+        args.out,
+        tok,
+        val_every=args.val_every,
+        workers=args.workers,
+        shard_bytes=args.shard_mb << 20,
+        progress=not args.no_progress,
+    )
     for s in SPLITS:
         t = index["splits"][s]
         print(f"{s}: {t['documents']} documents, {t['tokens']} tokens")
-    print(f"{len(index['shards'])} shards in {args.out} (tokenizer {index['tokenizer']['class']},"
-          f" fingerprint {index['tokenizer']['fingerprint'][:12]})")
+    print(
+        f"{len(index['shards'])} shards in {args.out} (tokenizer {index['tokenizer']['class']},"
+        f" fingerprint {index['tokenizer']['fingerprint'][:12]})"
+    )
     return 0
 
 

@@ -5,8 +5,9 @@ A prepared directory holds, for shard ``k`` of ``K`` (``NAME = f"{k:05d}-of-{K:0
 
 * ``train-NAME.array_record`` / ``validation-NAME.array_record``: ArrayRecord files, one
   record per document = its token ids as raw little-endian ``dtype`` bytes (``uint16`` when
-  the vocabulary has at most 65,536 ids, else ``uint32``), written with ``group_size:1`` so a
-  record is read without decoding its neighbours;
+  the vocabulary has at most 65,536 ids, else ``uint32``), written with
+  ``group_size:1,uncompressed`` so a record is read alone, with nothing to decompress (random
+  reads ~2× faster than zstd);
 * ``train-NAME.lengths.npy`` / ``validation-NAME.lengths.npy``: ``int64[documents]``, the
   token count of each record (what the loader's start-up reads instead of the records);
 * ``shard-NAME.json``: the shard's manifest (its inputs' digest and its outputs' counts),
@@ -28,7 +29,7 @@ from array_record.python.array_record_module import ArrayRecordReader, ArrayReco
 FORMAT = "memarch.prepared_shards/1"
 INDEX_NAME = "index.json"
 SPLITS = ("train", "validation")
-WRITER_OPTIONS = "group_size:1"
+WRITER_OPTIONS = "group_size:1,uncompressed"
 READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"
 TMP_SUFFIX = ".tmp"
 
@@ -106,6 +107,36 @@ class SplitWriter:
         }
 
 
+def write_index(
+    directory: str | Path,
+    *,
+    tokenizer: dict,
+    dtype: str,
+    options: dict,
+    split_rule: str,
+    sources: list[dict],
+    shards: list[dict],
+) -> dict:
+    """Writes ``index.json`` (atomically) from the shard manifests and returns it. ``tokenizer``:
+    :meth:`~memarch.data.tokenizers.TextTokenizer.info`; ``sources``: file fingerprints;
+    per-split totals (``documents``, ``tokens``) and ``empty_documents`` are summed here."""
+    index = {
+        "format": FORMAT,
+        "tokenizer": tokenizer,
+        "dtype": dtype,
+        "options": options,
+        "split_rule": split_rule,
+        "sources": sources,
+        "shards": shards,
+        "splits": {
+            s: {k: sum(m[s][k] for m in shards) for k in ("documents", "tokens")} for s in SPLITS
+        },
+        "empty_documents": sum(m.get("empty_documents", 0) for m in shards),
+    }
+    write_atomic(Path(directory) / INDEX_NAME, dump_json(index))
+    return index
+
+
 def read_index(directory: str | Path) -> dict:
     """The ``index.json`` of a prepared directory; ``ValueError`` when absent or of another
     format."""
@@ -137,7 +168,7 @@ class RecordReader:
         """The ids of document ``record`` (``dtype[n]``)."""
         if self._reader is None:
             self._reader = ArrayRecordReader(str(self.path), READER_OPTIONS)
-        (data,) = self._reader.read([record])
+        (data,) = self._reader.read(record, record + 1)  # a range read: ~4x faster than [i]
         return np.frombuffer(data, dtype=self.dtype)
 
 
@@ -155,4 +186,5 @@ __all__ = [
     "shard_name",
     "token_dtype",
     "write_atomic",
+    "write_index",
 ]

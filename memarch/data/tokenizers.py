@@ -93,7 +93,9 @@ class TextTokenizer(ABC):
         """The id of special token ``name`` (``"bos"``, ``"eos"`` or ``"pad"``); ``ValueError``
         when this tokenizer has none (then give one explicitly, e.g. ``eos_id=…``)."""
         if name not in SPECIAL_NAMES:
-            raise ValueError(f"special token name must be one of {list(SPECIAL_NAMES)}; got {name!r}")
+            raise ValueError(
+                f"special token name must be one of {list(SPECIAL_NAMES)}; got {name!r}"
+            )
         value = getattr(self, f"{name}_id")
         if value is None:
             raise ValueError(
@@ -241,8 +243,12 @@ class SentencePieceTokenizer(TextTokenizer):
         return self._sp.decode([int(i) for i in ids])
 
 
-KINDS = ("byte", "a tokenizer.json file", "a directory with tokenizer.json or tokenizer.model",
-         "a SentencePiece *.model file")
+KINDS = (
+    "byte",
+    "a tokenizer.json file",
+    "a directory with tokenizer.json or tokenizer.model",
+    "a SentencePiece *.model file",
+)
 
 
 def load_tokenizer(

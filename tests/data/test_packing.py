@@ -38,8 +38,14 @@ def prepared(tmp_path_factory, make_documents, bpe_dir) -> tuple[Path, list[list
     for f in range(2):
         lines = [json.dumps({"text": t}) for t in docs[f * 60 : (f + 1) * 60]]
         (root / f"d{f}.jsonl").write_text("\n".join(lines))
-    prepare(LocalCorpus((str(root / "*.jsonl"),)), root / "out", bpe_dir, val_every=6,
-            shard_bytes=5000, progress=False)
+    prepare(
+        LocalCorpus((str(root / "*.jsonl"),)),
+        root / "out",
+        bpe_dir,
+        val_every=6,
+        shard_bytes=5000,
+        progress=False,
+    )
     lib = Tokenizer.from_file(f"{bpe_dir}/tokenizer.json")
     train = [
         lib.encode(t, add_special_tokens=False).ids
@@ -145,9 +151,12 @@ def test_process_rows_compose_the_global_batch(prepared):
             for p in range(P)
         ]
         for step in range(3):
-            batch = [src[step * (B // P) + k]["inputs"] for src in per_process for k in range(B // P)]
-            np.testing.assert_array_equal(np.stack(batch),
-                                          np.stack([rows[step * B + r]["inputs"] for r in range(B)]))
+            batch = [
+                src[step * (B // P) + k]["inputs"] for src in per_process for k in range(B // P)
+            ]
+            np.testing.assert_array_equal(
+                np.stack(batch), np.stack([rows[step * B + r]["inputs"] for r in range(B)])
+            )
     with pytest.raises(ValueError, match="divisible by process_count=3"):
         process_rows(0, 8, 0, 3)
     with pytest.raises(ValueError, match=r"process_index must be in \[0, process_count=2\)"):
@@ -168,7 +177,9 @@ def test_grain_batches_do_not_depend_on_worker_count_and_resume(prepared):
             np.testing.assert_array_equal(a[k], b[k])
     for a, b in zip(inline[4:], resumed, strict=True):
         np.testing.assert_array_equal(a["inputs"], b["inputs"])
-    np.testing.assert_array_equal(inline[1]["inputs"], np.stack([rows[4 + 2]["inputs"], rows[4 + 3]["inputs"]]))
+    np.testing.assert_array_equal(
+        inline[1]["inputs"], np.stack([rows[4 + 2]["inputs"], rows[4 + 3]["inputs"]])
+    )
 
 
 def test_refused_and_bad_input(prepared, sp_model, tmp_path):

@@ -17,7 +17,7 @@ from memarch.data.shards import INDEX_NAME, read_index
 from memarch.data.tokenizers import load_tokenizer
 
 LONG = " ".join(["a long document that spans many packed rows"] * 60)
-UNICODE = "東京 😀🚀 Ωμέγα привет ∑∫√ ✓ " * 20 + "\u0301\u200d\U0001F469\u200d\U0001F52C"
+UNICODE = "東京 😀🚀 Ωμέγα привет ∑∫√ ✓ " * 20 + "\u0301\u200d\U0001f469\u200d\U0001f52c"
 
 
 @pytest.fixture
@@ -52,14 +52,28 @@ def tree(directory: Path) -> dict[str, bytes]:
 
 def test_prepare_is_deterministic_and_ids_equal_the_library(tmp_path, write_corpus, bpe_dir):
     docs = write_corpus(tmp_path / "corpus")
-    index = prepare(corpus_of(tmp_path / "corpus"), tmp_path / "a", bpe_dir, val_every=4,
-                    shard_bytes=4000, progress=False)
-    prepare(corpus_of(tmp_path / "corpus"), tmp_path / "b", bpe_dir, val_every=4,
-            shard_bytes=4000, progress=False)
+    index = prepare(
+        corpus_of(tmp_path / "corpus"),
+        tmp_path / "a",
+        bpe_dir,
+        val_every=4,
+        shard_bytes=4000,
+        progress=False,
+    )
+    prepare(
+        corpus_of(tmp_path / "corpus"),
+        tmp_path / "b",
+        bpe_dir,
+        val_every=4,
+        shard_bytes=4000,
+        progress=False,
+    )
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
     assert len(index["shards"]) >= 3 and index["dtype"] == "uint16"
     assert index["split_rule"] == SPLIT_RULE and index["empty_documents"] == 1
-    assert {s["path"] for s in index["sources"]} == {str(p) for p in (tmp_path / "corpus").iterdir()}
+    assert {s["path"] for s in index["sources"]} == {
+        str(p) for p in (tmp_path / "corpus").iterdir()
+    }
     assert all(len(s["sha256"]) == 64 and s["size"] > 0 for s in index["sources"])
     lib = Tokenizer.from_file(f"{bpe_dir}/tokenizer.json")
     for split, held_out in (("train", False), ("validation", True)):
@@ -84,7 +98,9 @@ def test_worker_processes_write_the_same_bytes(tmp_path, write_corpus, sp_model)
     assert tree(tmp_path / "one") == tree(tmp_path / "two")
 
 
-def test_interrupted_prepare_resumes_to_the_same_shards(tmp_path, write_corpus, bpe_dir, monkeypatch):
+def test_interrupted_prepare_resumes_to_the_same_shards(
+    tmp_path, write_corpus, bpe_dir, monkeypatch
+):
     write_corpus(tmp_path / "corpus")
     kwargs = dict(val_every=4, shard_bytes=4000, progress=False)
     prepare(corpus_of(tmp_path / "corpus"), tmp_path / "whole", bpe_dir, **kwargs)
@@ -117,7 +133,9 @@ def test_interrupted_prepare_resumes_to_the_same_shards(tmp_path, write_corpus, 
     assert calls == []  # everything up to date: nothing rewritten
 
 
-def test_changed_inputs_are_rebuilt_never_served_stale(tmp_path, write_corpus, bpe_dir, sp_model, monkeypatch):
+def test_changed_inputs_are_rebuilt_never_served_stale(
+    tmp_path, write_corpus, bpe_dir, sp_model, monkeypatch
+):
     write_corpus(tmp_path / "corpus")
     kwargs = dict(val_every=4, shard_bytes=4000, progress=False)
     before = prepare(corpus_of(tmp_path / "corpus"), tmp_path / "out", bpe_dir, **kwargs)
@@ -134,8 +152,14 @@ def test_changed_inputs_are_rebuilt_never_served_stale(tmp_path, write_corpus, b
     prepare(corpus_of(tmp_path / "corpus"), tmp_path / "out", sp_model, **kwargs)
     assert len(rebuilt) == len(after["shards"])  # another tokenizer: every shard rebuilt
     rebuilt.clear()
-    prepare(corpus_of(tmp_path / "corpus"), tmp_path / "out", sp_model, val_every=3,
-            shard_bytes=4000, progress=False)
+    prepare(
+        corpus_of(tmp_path / "corpus"),
+        tmp_path / "out",
+        sp_model,
+        val_every=3,
+        shard_bytes=4000,
+        progress=False,
+    )
     assert len(rebuilt) == len(after["shards"])  # other options: every shard rebuilt
     with pytest.raises(ValueError, match="was prepared with tokenizer SentencePieceTokenizer"):
         PreparedSplit(tmp_path / "out", tokenizer=load_tokenizer(bpe_dir))
@@ -143,15 +167,18 @@ def test_changed_inputs_are_rebuilt_never_served_stale(tmp_path, write_corpus, b
 
 def test_fewer_shards_remove_the_stale_ones(tmp_path, write_corpus, bpe_dir):
     write_corpus(tmp_path / "corpus")
-    prepare(corpus_of(tmp_path / "corpus"), tmp_path / "out", bpe_dir, shard_bytes=4000,
-            progress=False)
-    index = prepare(corpus_of(tmp_path / "corpus"), tmp_path / "out", bpe_dir,
-                    progress=False)
+    prepare(
+        corpus_of(tmp_path / "corpus"), tmp_path / "out", bpe_dir, shard_bytes=4000, progress=False
+    )
+    index = prepare(corpus_of(tmp_path / "corpus"), tmp_path / "out", bpe_dir, progress=False)
     assert len(index["shards"]) == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         [INDEX_NAME, "shard-00000-of-00001.json"]
-        + [f"{s}-00000-of-00001.{e}" for s in ("train", "validation")
-           for e in ("array_record", "lengths.npy")]
+        + [
+            f"{s}-00000-of-00001.{e}"
+            for s in ("train", "validation")
+            for e in ("array_record", "lengths.npy")
+        ]
     )
 
 
@@ -193,9 +220,20 @@ def test_validation_rule_is_a_stable_hash():
 
 def test_command_line(tmp_path, write_corpus, bpe_dir, capsys):
     write_corpus(tmp_path / "corpus")
-    argv = [str(tmp_path / "corpus" / "*.jsonl"), "--out", str(tmp_path / "out"),
-            "--tokenizer", bpe_dir, "--val-every", "4", "--workers", "1", "--no-progress",
-            "--eos-id", "none"]
+    argv = [
+        str(tmp_path / "corpus" / "*.jsonl"),
+        "--out",
+        str(tmp_path / "out"),
+        "--tokenizer",
+        bpe_dir,
+        "--val-every",
+        "4",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--eos-id",
+        "none",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     index = read_index(tmp_path / "out")

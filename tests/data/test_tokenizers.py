@@ -49,7 +49,9 @@ def test_hf_file_alone_has_no_specials_unless_given(bpe_dir):
 
 def test_hf_special_token_missing_from_vocab_is_an_error(bpe_dir, tmp_path):
     shutil.copy(f"{bpe_dir}/tokenizer.json", tmp_path / "tokenizer.json")
-    (tmp_path / "special_tokens_map.json").write_text(json.dumps({"eos_token": {"content": "<eot>"}}))
+    (tmp_path / "special_tokens_map.json").write_text(
+        json.dumps({"eos_token": {"content": "<eot>"}})
+    )
     with pytest.raises(ValueError, match="eos_token '<eot>'"):
         load_tokenizer(tmp_path)
 
@@ -76,16 +78,28 @@ def test_byte_tokenizer_behind_the_interface():
 def test_fingerprint_covers_file_specials_and_class(bpe_dir, sp_model, tmp_path):
     a = load_tokenizer(bpe_dir)
     assert a.fingerprint == load_tokenizer(bpe_dir).fingerprint
-    assert a.fingerprint == load_tokenizer(f"{bpe_dir}/tokenizer.json", bos_id=1, eos_id=2,
-                                           pad_id=0).fingerprint
+    assert (
+        a.fingerprint
+        == load_tokenizer(f"{bpe_dir}/tokenizer.json", bos_id=1, eos_id=2, pad_id=0).fingerprint
+    )
     assert a.fingerprint != load_tokenizer(bpe_dir, eos_id=None).fingerprint
     edited = json.loads(open(f"{bpe_dir}/tokenizer.json").read())
     edited["added_tokens"][0]["content"] = "<PAD>"
     (tmp_path / "tokenizer.json").write_text(json.dumps(edited))
-    assert load_tokenizer(tmp_path / "tokenizer.json", bos_id=1, eos_id=2,
-                          pad_id=0).fingerprint != a.fingerprint
-    assert len({a.fingerprint, load_tokenizer(sp_model).fingerprint,
-                load_tokenizer("byte").fingerprint}) == 3
+    assert (
+        load_tokenizer(tmp_path / "tokenizer.json", bos_id=1, eos_id=2, pad_id=0).fingerprint
+        != a.fingerprint
+    )
+    assert (
+        len(
+            {
+                a.fingerprint,
+                load_tokenizer(sp_model).fingerprint,
+                load_tokenizer("byte").fingerprint,
+            }
+        )
+        == 3
+    )
 
 
 def test_missing_or_unknown_tokenizer_paths(tmp_path):
