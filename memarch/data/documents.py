@@ -48,7 +48,7 @@ GLOB_CHARS = "*?["
 class Unit:
     """One piece of a source read by one worker: a file (``start``/``stop`` unused) or the
     TFDS records ``[start, stop)`` (``path`` = the dataset name). ``key`` names it in the split
-    rule; ``size``: its bytes (a TFDS unit: the dataset's)."""
+    rule; ``size``: its bytes (a TFDS unit: its share of the dataset's files)."""
 
     kind: str  # "txt" | "jsonl" | "parquet" | "tfds"
     path: str
@@ -211,9 +211,12 @@ class TFDSCorpus:
     def units(self) -> list[Unit]:
         n = len(self.source())
         key = f"{self.name}/{self.split}"
-        size = sum(os.path.getsize(f) for f in self.files())
+        total = sum(os.path.getsize(f) for f in self.files())
         step = self.records_per_unit
-        return [Unit("tfds", self.name, key, size, a, min(a + step, n)) for a in range(0, n, step)]
+        return [
+            Unit("tfds", self.name, key, total * (min(a + step, n) - a) // n, a, min(a + step, n))
+            for a in range(0, n, step)
+        ]
 
 
 Corpus = LocalCorpus | TFDSCorpus

@@ -391,3 +391,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["SPLIT_RULE", "build_parser", "is_validation", "main", "plan_shards", "prepare"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())
