@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sentencepiece as spm
 from tokenizers import Tokenizer
 
 from memarch.data import prepare as prepare_module
@@ -91,11 +92,15 @@ def test_prepare_is_deterministic_and_ids_equal_the_library(tmp_path, write_corp
 
 
 def test_worker_processes_write_the_same_bytes(tmp_path, write_corpus, sp_model):
-    write_corpus(tmp_path / "corpus")
+    docs = write_corpus(tmp_path / "corpus")
     kwargs = dict(val_every=5, shard_bytes=4000, progress=False)
     prepare(corpus_of(tmp_path / "corpus"), tmp_path / "one", sp_model, workers=1, **kwargs)
     prepare(corpus_of(tmp_path / "corpus"), tmp_path / "two", sp_model, workers=2, **kwargs)
     assert tree(tmp_path / "one") == tree(tmp_path / "two")
+    lib = spm.SentencePieceProcessor(model_file=sp_model)  # SentencePiece ids: the library's
+    want = [lib.encode(t) for key, i, t in sorted(docs) if not is_validation(key, i, 5) and t]
+    data = PreparedSplit(tmp_path / "two", tokenizer=load_tokenizer(sp_model))
+    assert [data.read(d).tolist() for d in range(len(data))] == want
 
 
 def test_interrupted_prepare_resumes_to_the_same_shards(
