@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from memarch.ops.delta_rule import delta_rule, delta_rule_step
+from memarch.ops import delta_rule, delta_rule_step
 from memarch.testing import assert_close
 
 F32_TOL, BF16_TOL = 1e-4, 1e-2

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from memarch.ops.delta_rule import delta_rule
-from memarch.ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
+from memarch.ops import delta_rule, gated_delta_rule, gated_delta_rule_step
 from memarch.testing import assert_close
 
 F32_TOL, BF16_TOL = 1e-4, 1e-2

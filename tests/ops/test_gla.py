@@ -18,8 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memarch.ops.gla import gla, gla_step
-from memarch.ops.linear_attention import linear_attention
+from memarch.ops import gla, gla_step, linear_attention
 from memarch.testing import assert_close
 
 F32_TOL, BF16_TOL = 1e-4, 1e-2

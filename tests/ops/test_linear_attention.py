@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memarch.ops.linear_attention import linear_attention, linear_attention_step
+from memarch.ops import linear_attention, linear_attention_step
 from memarch.testing import assert_close
 
 F32_TOL, BF16_TOL = 1e-5, 1e-2
