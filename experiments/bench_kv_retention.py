@@ -30,7 +30,7 @@ from flax import nnx
 from memarch import mixers
 from memarch.kvcache import RetentionEviction
 from memarch.mixers.attention import attend
-from memarch.ops.decay_attention import decay_attention
+from memarch.ops import decay_attention
 from memarch.testing import rel_rms
 
 
@@ -116,10 +116,10 @@ def bench_bias_attention(args) -> list[tuple[str, float, float]]:
             q, k, v, f, a, impl="naive"
         ),
         "decay_attention blockwise (FoX + TRIM-KV bias)": lambda q, k, v, f, a: decay_attention(
-            q, k, v, f, a, impl="blockwise", block_size=args.block
+            q, k, v, f, a, impl="chunk", block_size=args.block
         ),
         "decay_attention blockwise, no bias": lambda q, k, v, f, a: decay_attention(
-            q, k, v, impl="blockwise", block_size=args.block
+            q, k, v, impl="chunk", block_size=args.block
         ),
     }
     small = [x[:, :257] for x in (q, k, v, log_f, slope)]

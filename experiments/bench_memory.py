@@ -11,7 +11,7 @@ speed, measured in one run on the current backend.
   non-identity retentions need), each with and without per-chunk rematerialisation. Also the
   size of one copy of all per-token weights (T × memory size), which a naive materialisation
   would need at least once.
-- Speed: forward+backward tokens/s of ``impl="chunk"`` vs ``impl="scan"`` (token by token),
+- Speed: forward+backward tokens/s of ``impl="chunk"`` vs ``impl="naive"`` (token by token),
   for the same three memories.
 
 Results are printed as Markdown and written to experiments/results/bench_memory.md.
@@ -115,7 +115,7 @@ def main() -> None:
         spec, init, qkv, gates = case(cfg, dual, a.B, a.speed_T, a.H, a.speed_D)
         n = a.B * a.speed_T
         fast = tokens_per_s(fwd_bwd(spec, init, qkv, gates, "chunk"), (init, *qkv), n, a.repeats)
-        slow = tokens_per_s(fwd_bwd(spec, init, qkv, gates, "scan"), (init, *qkv), n, a.repeats)
+        slow = tokens_per_s(fwd_bwd(spec, init, qkv, gates, "naive"), (init, *qkv), n, a.repeats)
         speed.append(f"| {label} | {c} | {fast:.0f} | {slow:.0f} | {fast / slow:.1f}× |")
         print(speed[-1], flush=True)
     text = (

@@ -18,10 +18,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from memarch.ops.delta_rule import delta_rule
-from memarch.ops.gated_delta_rule import gated_delta_rule
-from memarch.ops.gla import gla
-from memarch.ops.linear_attention import linear_attention
+from memarch.ops import delta_rule, gated_delta_rule, gla, linear_attention
 from memarch.testing import rel_rms
 
 

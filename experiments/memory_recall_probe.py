@@ -46,7 +46,7 @@ def recall(cfg, theta: float, pairs: int, dim: int, seed: int = 0) -> float:
         log_keep=full(math.log(0.99)) if spec.retention.decays else None,
         delta=full(1.0),
     )
-    _, state = memory_forward(spec, init, k, k, v, gates, impl="scan")
+    _, state = memory_forward(spec, init, k, k, v, gates, impl="naive")
     read = memory_read(spec, state.memory, k)[0, :, 0] - k[0, :, 0]
     sims = read @ v[0, :, 0].T
     return float(jnp.mean(jnp.argmax(sims, -1) == jnp.arange(pairs)))

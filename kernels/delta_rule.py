@@ -49,9 +49,8 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from memarch.kernels import _platform
+from memarch.kernels import _checks, _platform
 from memarch.kernels._sharding import shard_batch_heads
-from memarch.ops import _checks
 
 Schedule = Literal["grid", "loop"]
 SCHEDULES = ("grid", "loop")
@@ -437,18 +436,15 @@ def _padded_dim(d: int) -> int:
     return max(MIN_CHUNK, 1 << (d - 1).bit_length())
 
 
-def chunk_size_supported(chunk_size: int) -> bool:
+CHUNK_RULE = f"a power of two ≥ {MIN_CHUNK}"  # the chunk sizes the kernels take, in words
+
+
+PACKS_SEGMENTS = False  # no segment_ids: the ops fall back to their XLA chunk form
+
+
+def supports_chunk_size(chunk_size: int) -> bool:
     """Whether the kernels take this chunk size (a power of two ≥ 16)."""
     return chunk_size >= MIN_CHUNK and not chunk_size & (chunk_size - 1)
-
-
-def check_chunk_size(chunk_size: int) -> None:
-    """Raises ValueError unless ``chunk_size`` is a power of two ≥ 16."""
-    _checks.check_chunk_size(chunk_size)
-    if not chunk_size_supported(chunk_size):
-        raise ValueError(
-            f"chunk_size must be a power of two ≥ {MIN_CHUNK} for impl='pallas'; got {chunk_size}"
-        )
 
 
 def gated_delta_rule_pallas(
@@ -474,7 +470,7 @@ def gated_delta_rule_pallas(
     ``interpret``: see :mod:`memarch.kernels._platform`. ``schedule``: ``"grid"`` (chunk axis in
     the grid, TPU) or ``"loop"`` (chunk loop inside the kernel, GPU); None picks by backend.
     """
-    check_chunk_size(chunk_size)
+    _checks.check_chunk_size(chunk_size, supports_chunk_size, CHUNK_RULE)
     bsz, t, h, dk, dv = _checks.check_qkv(q, k, v)
     _checks.check_beta(beta, q)
     if g is not None:

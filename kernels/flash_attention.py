@@ -541,6 +541,16 @@ def _flash_bwd(st: _Static, res, do):
 _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
+CHUNK_RULE = "a positive int"  # block sizes the kernels take (rounded up where compiled)
+PACKS_SEGMENTS = True  # segment_ids are masked in-kernel
+
+
+def supports_chunk_size(chunk_size: int) -> bool:
+    """Whether the kernels take this block size: any positive int (:func:`_device_block`
+    rounds it for the compiled lowerings)."""
+    return chunk_size > 0
+
+
 def _device_block(block: int, interpret) -> int:
     """The block size actually used: rounded for the compiled TPU / GPU lowering."""
     if _platform.resolve_interpret(interpret) is not False:

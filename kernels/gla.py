@@ -52,7 +52,8 @@ Schedules (``schedule``), both sharing the per-chunk math (:func:`_chunk_forward
 Verification so far (no GPU or TPU was available to the author): both schedules match the naive
 op in interpret mode, and both lower (``jax.export`` without a device) to Mosaic TPU and to
 Triton IR for an abstract H100; neither has been compiled by the device toolchains or timed, so
-check them on a device before trusting ``impl="auto"`` (``memarch.ops.gla.AUTO_PALLAS_BACKENDS``).
+check them on a device before trusting ``impl="auto"``
+(``memarch.ops._dispatch.AUTO_PALLAS_BACKENDS``).
 
 Packed sequences (``segment_ids``) are not supported by the kernels; :func:`memarch.ops.gla`
 falls back to the XLA chunk form when they are given.
@@ -72,9 +73,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from memarch.kernels import _platform
+from memarch.kernels import _checks, _platform
 from memarch.kernels._sharding import shard_batch_heads
-from memarch.ops import _checks
 
 F32 = jnp.float32
 HIGHEST = lax.Precision.HIGHEST
@@ -461,14 +461,16 @@ def effective_chunk(t: int, chunk_size: int, schedule: Schedule) -> int:
     return max(MIN_CHUNK[schedule], min(chunk_size, 1 << max(t - 1, 0).bit_length()))
 
 
-def check_chunk_size(chunk_size: int) -> None:
-    """The kernels need a power-of-two chunk size ≥ 8 (the tree of :func:`_tree_levels`, TPU
-    sublane tiles, Triton's power-of-two shapes)."""
-    _checks.check_chunk_size(chunk_size)
-    if chunk_size < 8 or chunk_size & (chunk_size - 1):
-        raise ValueError(
-            f"chunk_size must be a power of two ≥ 8 for the Pallas GLA kernel; got {chunk_size}"
-        )
+CHUNK_RULE = "a power of two ≥ 8"  # the chunk sizes the kernels take, in words
+
+
+PACKS_SEGMENTS = False  # no segment_ids: the ops fall back to their XLA chunk form
+
+
+def supports_chunk_size(chunk_size: int) -> bool:
+    """Whether the kernels take this chunk size: a power of two ≥ 8 (the tree of
+    :func:`_tree_levels`, TPU sublane tiles, Triton's power-of-two shapes)."""
+    return chunk_size >= MIN_CHUNK["grid"] and not chunk_size & (chunk_size - 1)
 
 
 def _pow2_at_least_16(d: int) -> int:
@@ -517,7 +519,7 @@ def gla_pallas(
     bsz, t, h, dk, dv = _checks.check_qkv(q, k, v)
     per_channel = _checks.check_gate("g", g, q)
     _checks.check_state(initial_state, q, v)
-    check_chunk_size(chunk_size)
+    _checks.check_chunk_size(chunk_size, supports_chunk_size, CHUNK_RULE)
     _platform.resolve_interpret(interpret)  # validates
     schedule = default_schedule() if schedule is None else schedule
     if schedule not in SCHEDULES:

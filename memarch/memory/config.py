@@ -12,8 +12,9 @@ from memarch.memory.biases import BIASES
 from memarch.memory.retention import RETENTIONS
 from memarch.memory.rules import RULES
 from memarch.memory.structures import ACTIVATIONS, STRUCTURES
+from memarch.ops import IMPLS_NO_PALLAS, check_impl
 
-IMPLS = ("auto", "chunk", "scan")
+IMPLS = IMPLS_NO_PALLAS  # naive (token by token) | chunk (parallel within chunks) | auto
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,7 @@ class MemoryConfig:
     learn_delta: bool = True  # δ from a projection (Yaad) instead of the fixed delta_init
     max_grad_norm: float | None = None  # soft-clamp each token's gradient norm (None = off)
     remat: bool = True  # rematerialise each chunk in the backward pass (store only chunk ends)
-    impl: str = "auto"  # auto | chunk (parallel within chunks) | scan (token by token)
+    impl: str = "auto"  # naive (token by token) | chunk (parallel within chunks) | auto
 
     def __post_init__(self):
         def one_of(field, value, accepted):
@@ -61,7 +62,7 @@ class MemoryConfig:
         one_of("retention", self.retention, RETENTIONS)
         one_of("rule", self.rule, RULES)
         one_of("activation", self.activation, ACTIVATIONS)
-        one_of("impl", self.impl, IMPLS)
+        check_impl(self.impl, IMPLS)
         if not isinstance(self.depth, int) or self.depth < 1:
             raise ValueError(f"depth (mlp memory layers) must be an int >= 1; got {self.depth!r}")
         if not self.expansion > 0:

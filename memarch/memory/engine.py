@@ -13,7 +13,7 @@ from the start of t's segment: with chunk size 1 this is the exact online recurr
 
 Forms (``impl``):
 
-- ``scan``: ``lax.scan`` token by token (the specification). Handles packed segments
+- ``naive``: ``lax.scan`` token by token (the specification). Handles packed segments
   (``segment_ids``: memory and momentum reset to their initial values where the id changes)
   and padding (``valid`` False: the step is the identity on A and S and does not advance the
   chunk position).
@@ -35,10 +35,10 @@ Forms (``impl``):
   of every weight.
 
   Each chunk is rematerialised in the backward pass when ``spec.remat``.
-- ``auto``: ``chunk`` for plain sequences, ``scan`` with ``segment_ids`` or ``valid`` (the
+- ``auto``: ``chunk`` for plain sequences, ``naive`` with ``segment_ids`` or ``valid`` (the
   chunk grid of a packed segment starts at the segment, not at a multiple of chunk_size).
 
-Decode is one ``scan`` step on a :class:`MemoryState` (memory, momentum, anchor, position):
+Decode is one ``naive`` step on a :class:`MemoryState` (memory, momentum, anchor, position):
 the cache is the memory's weights and momentum.
 """
 
@@ -57,7 +57,8 @@ from memarch.memory.config import MemoryConfig
 from memarch.memory.retention import Retention, make_retention
 from memarch.memory.rules import uses_momentum
 from memarch.memory.structures import Structure, make_structure
-from memarch.ops._checks import segment_starts
+from memarch.ops import IMPLS_NO_PALLAS, check_impl
+from memarch.ops._scan import segment_starts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,13 +428,13 @@ def memory_forward(
       state: a :class:`MemoryState` to continue from (None: the initial state).
       segment_ids: ``[B, T]`` int; packed sequences reset memory and momentum to ``init``.
       valid: ``[B, T]`` bool; False marks padding (the identity step on memory and momentum).
-      impl: ``auto`` | ``chunk`` | ``scan`` (see the module docstring).
+      impl: ``naive`` | ``chunk`` | ``auto`` (see the module docstring); there is no ``pallas``
+        form (ValueError).
 
     Returns:
       ``(y [B, T, H, V] in q's dtype, final MemoryState)``.
     """
-    if impl not in ("auto", "chunk", "scan"):
-        raise ValueError(f"impl must be one of ['auto', 'chunk', 'scan']; got {impl!r}")
+    check_impl(impl, IMPLS_NO_PALLAS)
     bsz, t, h, dk = q.shape
     if k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(
@@ -443,7 +444,7 @@ def memory_forward(
     if impl == "chunk" and packed and spec.chunk_size > 1:
         raise ValueError(
             "impl='chunk' cannot run segment_ids or valid with chunk_size > 1 (each segment's "
-            "chunk grid starts at the segment); use impl='auto' or 'scan'"
+            "chunk grid starts at the segment); use impl='auto' or 'naive'"
         )
     reset = segment_starts(segment_ids, bsz, t)
     valid = jnp.ones((bsz, t), bool) if valid is None else valid.astype(bool)
@@ -451,7 +452,7 @@ def memory_forward(
     if fresh:
         state = initial_state(spec, init, bsz)
     args = (spec, init, state, q, k, v, gates, reset, valid)
-    if impl == "scan" or (impl == "auto" and packed):
+    if impl == "naive" or (impl == "auto" and packed):
         y, st = _batched(_scan_stream, *args)
     elif impl == "chunk":
         y, st = _batched(_chunk_stream, *args)

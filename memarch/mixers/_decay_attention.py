@@ -25,19 +25,18 @@ from memarch.kvcache.policies import EvictionPolicy
 from memarch.layers.rope import segment_positions
 from memarch.mixers.attention import Attention, AttentionConfig
 from memarch.mixers.protocol import check_call
-from memarch.ops.decay_attention import IMPLS, decay_attention, decay_attention_cached
+from memarch.ops import IMPLS, check_impl, decay_attention, decay_attention_cached
 
 
 @dataclasses.dataclass(frozen=True)
 class DecayAttentionConfig(AttentionConfig):
     eviction: EvictionPolicy | None = None  # budgeted decode cache; None = keep every key
-    block_size: int = 64  # key block of the blockwise op
-    impl: str = "auto"  # decay_attention impl: auto | blockwise | naive
+    block_size: int = 64  # key block of the chunked (blockwise) op and of the pallas kernel
+    impl: str = "auto"  # decay_attention impl: naive | chunk (blockwise) | pallas | auto
 
     def __post_init__(self):
         super().__post_init__()
-        if self.impl not in IMPLS:
-            raise ValueError(f"impl must be one of {list(IMPLS)}; got {self.impl!r}")
+        check_impl(self.impl, IMPLS)
         if not isinstance(self.block_size, int) or self.block_size <= 0:
             raise ValueError(f"block_size must be a positive int; got {self.block_size!r}")
         if self.eviction is not None and not isinstance(self.eviction, EvictionPolicy):

@@ -21,6 +21,7 @@ from flax import nnx, struct
 from memarch.layers.norms import GatedRMSNorm, RMSNorm
 from memarch.layers.short_conv import ShortConv
 from memarch.mixers.protocol import check_call
+from memarch.ops import IMPLS, check_impl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +32,7 @@ class RecurrentConfig:
     expand_v: float = 1.0  # value width per head = expand_v · head_dim
     short_conv: int = 4  # causal depthwise conv kernel on q, k, v; 0 disables
     output_gate: bool = True  # o_proj(RMSNorm(o) ⊙ silu(W_g x)) instead of o_proj(RMSNorm(o))
-    impl: str = "auto"  # op implementation for sequences: auto | naive | chunk
+    impl: str = "auto"  # op implementation for sequences: naive | chunk | pallas | auto
     chunk_size: int = 64  # chunk length of the chunked op
 
     def __post_init__(self):
@@ -39,8 +40,7 @@ class RecurrentConfig:
             raise ValueError(f"short_conv must be >= 0 (0 disables); got {self.short_conv}")
         if self.expand_v <= 0:
             raise ValueError(f"expand_v must be > 0; got {self.expand_v}")
-        if self.impl not in ("auto", "naive", "chunk"):
-            raise ValueError(f"impl must be one of ['auto', 'naive', 'chunk']; got {self.impl!r}")
+        check_impl(self.impl, IMPLS)
         if self.chunk_size <= 0:
             raise ValueError(f"chunk_size must be a positive int; got {self.chunk_size}")
 

@@ -373,7 +373,7 @@ def check_retention(
                 impl=impl,
             )
 
-        chunked, scan = _twin(make, "chunk", "scan")
+        chunked, scan = _twin(make, "chunk", "naive")
         cache = chunked.init_cache(x.shape[0], length)
         with _Stage(f"check_retention({name!r}) with a {structure} memory"):
             errs = _forms_agree(chunked, scan, x, cache, tol, ("chunk form", "token scan"))

@@ -29,8 +29,7 @@ from memarch.layers import gates as gate_registry
 from memarch.layers.norms import l2_normalize
 from memarch.mixers._recurrent import RecurrentConfig, RecurrentMixer
 from memarch.mixers._registry import register
-from memarch.ops.delta_rule import delta_rule, delta_rule_step
-from memarch.ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
+from memarch.ops import delta_rule, delta_rule_step, gated_delta_rule, gated_delta_rule_step
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ from flax import nnx
 from memarch.layers import gates as gate_registry
 from memarch.mixers._recurrent import RecurrentConfig, RecurrentMixer
 from memarch.mixers._registry import register
-from memarch.ops.gla import gla, gla_step
+from memarch.ops import gla, gla_step
 
 GATES = ("channel", "head")
 

@@ -20,7 +20,7 @@ from flax import nnx
 
 from memarch.mixers._recurrent import RecurrentConfig, RecurrentMixer
 from memarch.mixers._registry import register
-from memarch.ops.gla import gla, gla_step
+from memarch.ops import gla, gla_step
 
 
 @dataclasses.dataclass(frozen=True)

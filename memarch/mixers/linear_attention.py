@@ -13,7 +13,7 @@ import jax
 
 from memarch.mixers._recurrent import RecurrentConfig, RecurrentMixer
 from memarch.mixers._registry import register
-from memarch.ops.linear_attention import linear_attention, linear_attention_step
+from memarch.ops import linear_attention, linear_attention_step
 
 FEATURE_MAPS = {
     "identity": lambda x: x,

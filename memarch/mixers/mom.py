@@ -107,9 +107,14 @@ from memarch.layers.short_conv import ShortConv
 from memarch.mixers._recurrent import head_dims
 from memarch.mixers._registry import register
 from memarch.mixers.protocol import check_call
-from memarch.ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
-from memarch.ops.gla import gla, gla_step
-from memarch.ops.linear_attention import linear_attention, linear_attention_step
+from memarch.ops import (
+    gated_delta_rule,
+    gated_delta_rule_step,
+    gla,
+    gla_step,
+    linear_attention,
+    linear_attention_step,
+)
 
 BASES = ("gated_deltanet", "gla", "linear_attention")
 IMPLS = ("auto", "naive", "chunk")

@@ -168,7 +168,7 @@ class NeuralMemory(nnx.Module):
         )
         impl = self.config.impl
         if cache is not None and t == 1 and impl == "auto":
-            impl = "scan"  # one decode step
+            impl = "naive"  # one decode step (token by token)
         o, state = memory_forward(
             self.spec,
             self.initial_memory(),

@@ -8,10 +8,10 @@ Per batch row and head, with key-major state ``S ∈ R^{K×V}`` and log-decay ``
 scalar decay) or per key channel (``[B, T, H, K]``: GLA). Where a new packed segment starts the
 state is reset to zero before the token is written.
 
-Two implementations live here and are wrapped by :mod:`memarch.ops.linear_attention` and
-:mod:`memarch.ops.gla`:
+Two pieces live here and are wrapped by :func:`memarch.ops.gla` (and so by
+:func:`memarch.ops.linear_attention`, its ungated case):
 
-* :func:`scan_tokens` runs a per-token step function with ``lax.scan`` (the fp32 specification);
+* :func:`decay_step` is one token (the naive form scans it, :func:`memarch.ops._scan.scan_tokens`);
 * :func:`chunk_decay` is the chunked form of ``docs/linear_attention.md`` §Chunked form. Within a
   chunk of ``C`` tokens, with ``b`` the chunk-local inclusive cumsum of ``g`` and ``b_C`` its last
   row, and ``S_[n]`` the state entering chunk ``n``::
@@ -33,16 +33,12 @@ Shapes: q, k ``[B, T, H, K]``; v ``[B, T, H, V]``; state ``[B, H, K, V]`` float3
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 HIGHEST = jax.lax.Precision.HIGHEST
 MIN_CHUNK = 16  # short inputs use chunks of round_up(T, MIN_CHUNK) when that is below chunk_size
-
-StepFn = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 def _einsum(spec: str, *operands: jax.Array) -> jax.Array:
@@ -53,29 +49,6 @@ def _masked_exp(x: jax.Array, mask: jax.Array) -> jax.Array:
     """``exp(x)`` where the 0/1 float ``mask`` is 1, else 0. The exponent is masked before the
     exp (``x · 0 = 0``), so masked entries never produce inf, and inf·0 = NaN cannot occur."""
     return jnp.exp(x * mask) * mask
-
-
-def check_step_inputs(
-    q: jax.Array, k: jax.Array, v: jax.Array, state: jax.Array, g: jax.Array | None = None
-) -> None:
-    """Checks single-token inputs: q, k ``[B, H, K]``, v ``[B, H, V]``, g ``[B, H]`` or
-    ``[B, H, K]``, state ``[B, H, K, V]``."""
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if x.ndim != 3:
-            raise ValueError(f"{name} must have shape [B, H, D] (rank 3); got shape {x.shape}")
-    if k.shape != q.shape:
-        raise ValueError(f"k must have the shape of q {q.shape} ([B, H, K]); got {k.shape}")
-    if v.shape[:2] != q.shape[:2]:
-        raise ValueError(f"v must have shape [B, H, V] = {q.shape[:2]} + (V,); got {v.shape}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"q, k, v must share one dtype; got q {q.dtype}, k {k.dtype}, v {v.dtype}")
-    if g is not None and g.shape not in (q.shape[:2], q.shape):
-        raise ValueError(
-            f"g must have shape {q.shape[:2]} ([B, H]) or {q.shape} ([B, H, K]); got {g.shape}"
-        )
-    want = (*q.shape, v.shape[-1])
-    if state.shape != want:
-        raise ValueError(f"state must have shape {want} ([B, H, K, V]); got {state.shape}")
 
 
 def decay_step(
@@ -97,38 +70,6 @@ def decay_step(
     s = s + kf[..., :, None] * vf[..., None, :]
     o = scale * _einsum("bhkv,bhk->bhv", s, q.astype(jnp.float32))
     return o.astype(q.dtype), s
-
-
-def scan_tokens(
-    step: StepFn,
-    inputs: tuple[jax.Array, ...],
-    initial_state: jax.Array | None,
-    starts: jax.Array | None,
-    out_dtype: jnp.dtype,
-) -> tuple[jax.Array, jax.Array]:
-    """The naive form: a float32 ``lax.scan`` over tokens calling ``step(*inputs_t, state)``.
-
-    ``inputs`` are ``[B, T, ...]`` arrays, the first is q and the third is v. ``starts`` is None
-    or bool ``[B, T]``: True resets the state to zero before that token is written. Returns
-    (o ``[B, T, H, V]`` in ``out_dtype``, final state ``[B, H, K, V]`` float32).
-    """
-    q, v = inputs[0], inputs[2]
-    b, t, h, dk = q.shape
-    s0 = jnp.zeros((b, h, dk, v.shape[-1]), jnp.float32)
-    if initial_state is not None:
-        s0 = initial_state.astype(jnp.float32)
-    if starts is None:
-        starts = jnp.zeros((b, t), bool)
-    xs = tuple(jnp.swapaxes(x.astype(jnp.float32), 0, 1) for x in inputs)
-
-    def body(s, xs_t):
-        *x_t, start = xs_t
-        s = jnp.where(start[:, None, None, None], 0.0, s)
-        o, s = step(*x_t, s)
-        return s, o
-
-    s_final, o = jax.lax.scan(body, s0, (*xs, starts.T))
-    return jnp.swapaxes(o, 0, 1).astype(out_dtype), s_final
 
 
 def _round_up(x: int, m: int) -> int:

@@ -48,7 +48,6 @@ expressed as a log decay of −inf. Padding up to a multiple of C uses identity 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -57,8 +56,6 @@ import jax.numpy as jnp
 HIGHEST = jax.lax.Precision.HIGHEST
 SOLVE_BLOCK = 16  # diagonal block size of the triangular solve
 CHUNKS_PER_STEP = 8  # chunks per group (one step of the loop over the sequence)
-
-StepFn = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 def _einsum(spec: str, *xs: jax.Array) -> jax.Array:
@@ -79,7 +76,7 @@ def _tril(n: int, k: int = 0) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------
-# Per-token recurrence (the specification) and argument checks for the decode step.
+# Per-token recurrence (the specification; the naive form scans it, ops/_scan.py).
 
 
 def delta_step(
@@ -105,59 +102,6 @@ def delta_step(
     s = s + k[..., :, None] * u[..., None, :]
     o = scale * _einsum("bhkv,bhk->bhv", s, q)
     return o, s
-
-
-def check_step_args(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    beta: jax.Array,
-    state: jax.Array,
-    g: jax.Array | None = None,
-) -> None:
-    """Validates single-token (decode) arguments; raises ValueError naming the argument."""
-    if q.ndim != 3:
-        raise ValueError(f"q must have shape [B, H, K] (rank 3); got shape {q.shape}")
-    if k.shape != q.shape:
-        raise ValueError(f"k must have the shape of q {q.shape} ([B, H, K]); got {k.shape}")
-    if v.ndim != 3 or v.shape[:2] != q.shape[:2]:
-        raise ValueError(f"v must have shape {q.shape[:2]} + (V,) ([B, H, V]); got {v.shape}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"q, k, v must share one dtype; got q {q.dtype}, k {k.dtype}, v {v.dtype}")
-    if not jnp.issubdtype(q.dtype, jnp.floating):
-        raise ValueError(f"q, k, v must be floating point; got {q.dtype}")
-    named = [("g", g)] if g is not None else []
-    for name, x in [*named, ("beta", beta)]:
-        if x.shape != q.shape[:2]:
-            raise ValueError(f"{name} must have shape {q.shape[:2]} ([B, H]); got {x.shape}")
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise ValueError(f"{name} must be floating point; got {x.dtype}")
-    want = (*q.shape, v.shape[-1])
-    if state.shape != want:
-        raise ValueError(f"state must have shape {want} ([B, H, K, V]); got {state.shape}")
-
-
-def recurrent_scan(
-    step: StepFn,
-    xs: tuple[jax.Array, ...],
-    state: jax.Array,
-    reset: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
-    """Runs ``step(*x_t, state) -> (o_t, state)`` over time with ``lax.scan`` (the reference).
-
-    ``xs`` are ``[B, T, ...]`` arrays, ``reset`` ``[B, T]`` bool zeroes the state before token
-    t. Returns (o ``[B, T, ...]``, final state).
-    """
-
-    def body(s: jax.Array, inp: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
-        *x, r = inp
-        s = jnp.where(r[:, None, None, None], 0.0, s)
-        o, s = step(*x, s)
-        return s, o
-
-    xs_t = tuple(jnp.moveaxis(x, 1, 0) for x in (*xs, reset))
-    state, o = jax.lax.scan(body, state, xs_t)
-    return jnp.moveaxis(o, 0, 1), state
 
 
 # ----------------------------------------------------------------------------------------------

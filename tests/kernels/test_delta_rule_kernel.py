@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from memarch.kernels import delta_rule as kernel
-from memarch.ops.delta_rule import delta_rule
-from memarch.ops.gated_delta_rule import gated_delta_rule, resolve_impl
+from memarch.ops import delta_rule, gated_delta_rule
+from memarch.ops._dispatch import resolve_impl
 from memarch.testing import assert_close
 
 F32_TOL, BF16_TOL = 1e-4, 1e-2
@@ -197,7 +197,7 @@ def test_without_final_state():
 def test_segment_ids_fall_back_to_chunk():
     args = _inputs(5, 40, WEAK, True, True)
     seg = jnp.asarray(np.repeat([[0, 1, 2], [4, 4, 3]], [13, 17, 10], axis=1), jnp.int32)
-    assert resolve_impl("pallas", seg, 16) == "chunk"
+    assert resolve_impl("pallas", kernel, chunk_size=16, segment_ids=seg) == "chunk"
     out = run(op_fn(True, "pallas", 16, seg), args)
     assert_all_close(out, run(op_fn(True, "chunk", 16, seg), args), 0.0)
     assert_all_close(out, run(op_fn(True, "naive", 16, seg), args), F32_TOL)
@@ -205,15 +205,17 @@ def test_segment_ids_fall_back_to_chunk():
 
 def test_resolve_impl(monkeypatch):
     seg = jnp.zeros((1, 4), jnp.int32)
-    assert resolve_impl("pallas", None, 64) == "pallas"
-    assert resolve_impl("naive", None, 48) == "naive"
+    assert resolve_impl("pallas", kernel, chunk_size=64, segment_ids=None) == "pallas"
+    assert resolve_impl("naive", kernel, chunk_size=48, segment_ids=None) == "naive"
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert resolve_impl("auto", None, 64) == "chunk"
+    assert resolve_impl("auto", kernel, chunk_size=64, segment_ids=None) == "chunk"
     for accel in ("gpu", "tpu"):
         monkeypatch.setattr(jax, "default_backend", lambda accel=accel: accel)
-        assert resolve_impl("auto", None, 64) == "pallas"
-        assert resolve_impl("auto", seg, 64) == "chunk"
-        assert resolve_impl("auto", None, 48) == "chunk"  # not a power of two
+        assert resolve_impl("auto", kernel, chunk_size=64, segment_ids=None) == "pallas"
+        assert resolve_impl("auto", kernel, chunk_size=64, segment_ids=seg) == "chunk"
+        assert (
+            resolve_impl("auto", kernel, chunk_size=48, segment_ids=None) == "chunk"
+        )  # not a power of two
 
 
 # ----------------------------------------------------------------------------------------------

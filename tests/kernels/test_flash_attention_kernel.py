@@ -23,7 +23,7 @@ import pytest
 
 from memarch.kernels import _platform
 from memarch.kernels.flash_attention import flash_attention
-from memarch.ops.decay_attention import decay_attention
+from memarch.ops import decay_attention
 from memarch.testing import assert_close, rel_rms
 
 F32_TOL, BF16_TOL = 1e-4, 1e-2
@@ -213,7 +213,7 @@ def test_op_dispatch():
 
     assert has_pallas("pallas")
     assert has_pallas("auto") == (_platform.backend() in ("gpu", "tpu"))
-    assert not has_pallas("blockwise")
+    assert not has_pallas("chunk")
 
 
 def test_rejects_bad_input(monkeypatch):

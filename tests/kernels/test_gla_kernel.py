@@ -11,20 +11,19 @@ buffers per grid step and its compile time dominates.
 from __future__ import annotations
 
 import functools
-import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from memarch.kernels import _platform
 from memarch.kernels import gla as gla_kernel
 from memarch.kernels.gla import gla_pallas
-from memarch.ops.gla import gla
-from memarch.ops.linear_attention import linear_attention
+from memarch.ops import gla, linear_attention
+from memarch.ops._dispatch import resolve_impl
 from memarch.testing import assert_close
 
-gla_op = importlib.import_module("memarch.ops.gla")  # the module (memarch.ops.gla is the function)
 F32_TOL, BF16_TOL = 1e-4, 1e-2
 NAMES = ("o", "S_T", "dq", "dk", "dv", "dg", "dS0")
 GATES = {"weak": 1e-3, "strong": 5.0}  # typical |log decay| per token
@@ -191,12 +190,16 @@ def test_segment_ids_fall_back_to_chunk_form():
 
 def test_auto_picks_pallas_only_on_device_backends(monkeypatch):
     seg = jnp.zeros((1, 4), jnp.int32)
-    assert gla_op.resolve_impl("auto", 64, None) == "chunk"  # the test host is a CPU
-    monkeypatch.setattr(gla_op._platform, "backend", lambda: "tpu")
-    assert gla_op.resolve_impl("auto", 64, None) == "pallas"
-    assert gla_op.resolve_impl("auto", 64, seg) == "chunk"
-    assert gla_op.resolve_impl("auto", 24, None) == "chunk"  # not a kernel chunk size
-    assert gla_op.resolve_impl("naive", 64, None) == "naive"
+    assert (
+        resolve_impl("auto", gla_kernel, chunk_size=64, segment_ids=None) == "chunk"
+    )  # the test host is a CPU
+    monkeypatch.setattr(_platform, "backend", lambda: "tpu")
+    assert resolve_impl("auto", gla_kernel, chunk_size=64, segment_ids=None) == "pallas"
+    assert resolve_impl("auto", gla_kernel, chunk_size=64, segment_ids=seg) == "chunk"
+    assert (
+        resolve_impl("auto", gla_kernel, chunk_size=24, segment_ids=None) == "chunk"
+    )  # not a kernel chunk size
+    assert resolve_impl("naive", gla_kernel, chunk_size=64, segment_ids=None) == "naive"
 
 
 def test_linear_attention_pallas_matches_naive():

@@ -79,7 +79,7 @@ def loop_reference(spec, init, q, k, v, gates):
 def test_chunk_size_one_equals_online(name):
     spec, init, q, k, v, g = inputs(with_chunk(CONFIGS[name], 1), t=9)
     y_chunk, s_chunk = memory_forward(spec, init, q, k, v, g, impl="chunk")
-    y_scan, s_scan = memory_forward(spec, init, q, k, v, g, impl="scan")
+    y_scan, s_scan = memory_forward(spec, init, q, k, v, g, impl="naive")
     tol = TOL_BY_NAME.get(name, TOL)
     assert_close(f"{name}: chunk-1 vs online", y_chunk, y_scan, tol)
     for a, b in zip(jax.tree.leaves(s_chunk.memory), jax.tree.leaves(s_scan.memory), strict=True):
@@ -102,7 +102,7 @@ def test_chunked_equals_per_token_loop_with_chunk_anchored_gradients(name, chunk
         case = inputs(with_chunk(CONFIGS[name], chunk), b=1, t=11, h=2, dtype=jnp.float64)
         spec, init, q, k, v, g = case
         y_chunk, _ = memory_forward(spec, init, q, k, v, g, impl="chunk")
-        y_scan, _ = memory_forward(spec, init, q, k, v, g, impl="scan")
+        y_scan, _ = memory_forward(spec, init, q, k, v, g, impl="naive")
         assert y_chunk.dtype == jnp.float64
         ref = loop_reference(spec, init, q, k, v, g)
     assert_close(f"{name}: chunk vs loop", y_chunk, ref, 1e-10, atol=0.0)
@@ -182,7 +182,7 @@ def test_padding_is_the_identity_on_memory_and_momentum(name):
         assert_close("final memory and momentum", a, b, TOL)
     # a padding step leaves both memory and momentum exactly unchanged
     _, s3 = memory_forward(
-        spec, init, q[:, :3], k[:, :3], v[:, :3], _slice_gates(g, slice(0, 3)), impl="scan"
+        spec, init, q[:, :3], k[:, :3], v[:, :3], _slice_gates(g, slice(0, 3)), impl="naive"
     )
     _, s5 = memory_forward(
         spec, init, q[:, :5], k[:, :5], v[:, :5], _slice_gates(g, slice(0, 5)), valid=valid[:, :5]
@@ -195,7 +195,7 @@ def test_padding_is_the_identity_on_memory_and_momentum(name):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("impl", ["chunk", "scan"])
+@pytest.mark.parametrize("impl", ["chunk", "naive"])
 def test_sequence_shorter_than_a_chunk_still_writes_memory(impl):
     spec, init, q, k, v, g = inputs(with_chunk(CONFIGS["mlp_l2_decay_momentum"], 16), t=3)
     _, st = memory_forward(spec, init, q, k, v, g, impl=impl)

@@ -17,7 +17,7 @@ import memarch.mixers.mom  # noqa: F401  (registers "mom")
 from memarch import mixers
 from memarch.mixers import conformance
 from memarch.mixers.mom import MoMConfig, _permute_rows, _take_rows
-from memarch.ops.gated_delta_rule import gated_delta_rule
+from memarch.ops import gated_delta_rule
 from memarch.testing import assert_close
 from memarch.train.step import forward
 

@@ -12,7 +12,7 @@ from flax import nnx
 from memarch import mixers
 from memarch.kvcache import capacity_loss, retention_gates
 from memarch.models.forward import collect_intermediates
-from memarch.ops.decay_attention import decay_attention
+from memarch.ops import decay_attention
 from memarch.testing import assert_close
 
 D, H = 32, 4

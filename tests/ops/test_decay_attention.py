@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from memarch.mixers.attention import attend
-from memarch.ops.decay_attention import decay_attention, decay_attention_cached
+from memarch.ops import decay_attention, decay_attention_cached
 from memarch.testing import assert_close
 
 TOL = 1e-5
@@ -94,13 +94,13 @@ def test_blockwise_matches_naive_with_grads(t, block, window, packed, strength):
         cut = t // 3
         seg = jnp.asarray(np.r_[np.zeros(cut), np.ones(t - cut)][None].repeat(2, 0), jnp.int32)
     ref = fwd_bwd(q, k, v, f, a, do, seg, impl="naive", window=window, block_size=block)
-    got = fwd_bwd(q, k, v, f, a, do, seg, impl="blockwise", window=window, block_size=block)
+    got = fwd_bwd(q, k, v, f, a, do, seg, impl="chunk", window=window, block_size=block)
     for name, x, r in zip(("o", "dq", "dk", "dv", "dlog_f", "da"), got, ref, strict=True):
         assert np.all(np.isfinite(np.asarray(x))), name
         assert_close(name, x, r, 1e-4)
 
 
-@pytest.mark.parametrize("impl", ["naive", "blockwise"])
+@pytest.mark.parametrize("impl", ["naive", "chunk"])
 def test_unit_gates_equal_plain_causal_attention(impl):
     """f ≡ 1 (log f = 0) and β ≡ 1 (log β = 0) give plain causal attention."""
     q, k, v, _, _ = make(3, t=19)
@@ -115,7 +115,7 @@ def test_alibi_as_constant_slope():
     q, k, v, _, _ = make(4, t=11, h=2, hkv=2)
     m = jnp.asarray([0.5, 0.125])
     slope = jnp.broadcast_to(-m, q.shape[:3])
-    got = decay_attention(q, k, v, key_slope=slope, impl="blockwise", block_size=4)
+    got = decay_attention(q, k, v, key_slope=slope, impl="chunk", block_size=4)
     qn, kn = np.asarray(q, np.float64), np.asarray(k, np.float64)
     logits = np.einsum("bthd,bshd->bhts", qn, kn) / np.sqrt(8)
     dist = np.arange(11)[:, None] - np.arange(11)[None]
@@ -130,7 +130,7 @@ def test_strong_forgetting_is_a_local_window():
     """f → 0 after every token: each query sees only itself, so o_t = v_t."""
     q, k, v, _, _ = make(5, t=9, h=2, hkv=2)
     f = jnp.full(q.shape[:3], -1e4)
-    assert_close("o = v", decay_attention(q, k, v, f, impl="blockwise", block_size=4), v, TOL)
+    assert_close("o = v", decay_attention(q, k, v, f, impl="chunk", block_size=4), v, TOL)
 
 
 def test_packed_equals_separate():
@@ -195,7 +195,7 @@ def _avals(jaxpr):
                     yield from _avals(inner)
 
 
-@pytest.mark.parametrize("impl,expect_txt", [("blockwise", False), ("naive", True)])
+@pytest.mark.parametrize("impl,expect_txt", [("chunk", False), ("naive", True)])
 def test_blockwise_never_materialises_t_by_t(impl, expect_txt):
     """fwd+bwd of the blockwise form holds no [.., T, .., T] array (the naive one does)."""
     q, k, v, f, a = make(9, b=1, t=96, h=2, hkv=1, d=4, gate_heads=2, slope_heads=1)
@@ -212,7 +212,7 @@ def test_bfloat16_blockwise_close_to_float32_naive():
     q, k, v, f, a = make(10, t=21, gate_heads=4, slope_heads=2)
     q16, k16, v16 = (x.astype(jnp.bfloat16) for x in (q, k, v))
     do = jax.random.normal(jax.random.key(3), q.shape)
-    got = fwd_bwd(q16, k16, v16, f, a, do, None, impl="blockwise", window=None, block_size=8)
+    got = fwd_bwd(q16, k16, v16, f, a, do, None, impl="chunk", window=None, block_size=8)
     up = lambda x: x.astype(jnp.float32)
     ref = fwd_bwd(
         up(q16), up(k16), up(v16), f, a, do, None, impl="naive", window=None, block_size=8

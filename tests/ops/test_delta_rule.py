@@ -18,37 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from op_harness import make_delta_inputs
 
-from memarch.ops.delta_rule import delta_rule, delta_rule_step
+from memarch.ops import delta_rule, delta_rule_step
 from memarch.testing import assert_close
 
 F32_TOL, BF16_TOL = 1e-4, 1e-2
 NAMES = ("q", "k", "v", "beta", "initial_state")
-
-
-def make_inputs(
-    seed: int,
-    b: int,
-    t: int,
-    h: int,
-    dk: int,
-    dv: int,
-    *,
-    beta_max: float = 1.0,
-    key_corr: float = 0.0,
-) -> dict[str, jax.Array]:
-    """Random fp32 inputs (numpy, so no XLA compiles): L2-normalised k (sharing a direction
-    with weight ``key_corr``), β uniform in (0, beta_max)."""
-    rng = np.random.default_rng(seed)
-    k = key_corr * rng.standard_normal((b, 1, h, dk)) + rng.standard_normal((b, t, h, dk))
-    arrays = {
-        "q": rng.standard_normal((b, t, h, dk)),
-        "k": k / np.linalg.norm(k, axis=-1, keepdims=True),
-        "v": rng.standard_normal((b, t, h, dv)),
-        "beta": beta_max * rng.uniform(0.02, 0.98, (b, t, h)),
-        "initial_state": rng.standard_normal((b, h, dk, dv)),
-    }
-    return {n: jnp.asarray(x, jnp.float32) for n, x in arrays.items()}
+make_inputs = functools.partial(make_delta_inputs, gated=False)  # q, k, v, beta, initial_state
 
 
 @functools.cache
@@ -176,19 +153,6 @@ def test_property_packed_chunk_matches_naive(seed, cuts, chunk_size, beta_max):
 
 # ----------------------------------------------------------------------------------------------
 # step and long sequences
-
-
-def test_naive_equals_repeated_step():
-    args = make_inputs(5, 2, 7, 2, 8, 12, beta_max=2.0)
-    pos = [args[n] for n in NAMES[:4]]
-    o_ref, s_ref = _fwd("naive", 64)(*pos, initial_state=args["initial_state"])
-    step = jax.jit(delta_rule_step)
-    s, outs = args["initial_state"], []
-    for t in range(7):
-        o, s = step(*(x[:, t] for x in pos), s)
-        outs.append(o)
-    assert_close("o", jnp.stack(outs, axis=1), o_ref, 1e-6)
-    assert_close("S_T", s, s_ref, 1e-6)
 
 
 def test_step_dtypes_and_shapes():

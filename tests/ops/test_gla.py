@@ -17,39 +17,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from op_harness import make_gla_inputs as make_inputs
 
-from memarch.ops.gla import gla, gla_step
-from memarch.ops.linear_attention import linear_attention
+from memarch.ops import gla, gla_step
 from memarch.testing import assert_close
 
 F32_TOL, BF16_TOL = 1e-4, 1e-2
 NAMES = ("o", "S_T", "dq", "dk", "dv", "dg", "dS0")
-
-
-def make_gate(rng, shape, mode: str, zero_frac: float = 0.3) -> np.ndarray:
-    """Log decay: 'weak' ≈ −1e-4, 'strong' ≈ −10 per token, 'tauX' = logsigmoid(u)/X; a random
-    subset is exactly zero."""
-    if mode == "weak":
-        g = -1e-4 * rng.uniform(0.5, 1.5, shape)
-    elif mode == "strong":
-        g = -10.0 * rng.uniform(0.9, 1.1, shape)
-    else:
-        u = rng.standard_normal(shape)
-        g = -np.logaddexp(0.0, -u) / float(mode.removeprefix("tau"))
-    return np.where(rng.uniform(size=shape) < zero_frac, 0.0, g)
-
-
-def make_inputs(seed, b, t, h, dk, dv, *, per_channel, mode, init=True, dtype=jnp.float32):
-    rng = np.random.default_rng(seed)
-    q, k = (rng.standard_normal((b, t, h, dk)) for _ in range(2))
-    v = rng.standard_normal((b, t, h, dv))
-    g = make_gate(rng, (b, t, h, dk) if per_channel else (b, t, h), mode)
-    s0 = rng.standard_normal((b, h, dk, dv)) if init else None
-    do = rng.standard_normal((b, t, h, dv))
-    ds = rng.standard_normal((b, h, dk, dv))
-    arrays = dict(q=q, k=k, v=v, g=g, s0=s0, do=do, ds=ds)  # g, S_0, dO, dS_T stay float32
-    as_dtype = lambda name: dtype if name in ("q", "k", "v") else jnp.float32
-    return {n: None if x is None else jnp.asarray(x, as_dtype(n)) for n, x in arrays.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("impl", "chunk_size"))
@@ -151,32 +125,6 @@ def test_packed_segments_equal_separate_runs(per_channel, mode, chunk):
         assert_close(label + "o", out[0], ref_o, F32_TOL)
         assert_close(label + "S_T", out[1], ref_s, F32_TOL)
     assert_all_close(chunked, naive, F32_TOL)
-
-
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_naive_equals_repeated_step(per_channel):
-    x = make_inputs(5, 2, 12, 3, 8, 12, per_channel=per_channel, mode="tau1")
-    kw = dict(initial_state=x["s0"], output_final_state=True, impl="naive", scale=0.3)
-    o_ref, s_ref = gla(x["q"], x["k"], x["v"], x["g"], **kw)
-    step = jax.jit(functools.partial(gla_step, scale=0.3))
-    s, outs = x["s0"], []
-    for t in range(12):
-        o_t, s = step(x["q"][:, t], x["k"][:, t], x["v"][:, t], x["g"][:, t], s)
-        outs.append(o_t)
-    assert s.dtype == jnp.float32 and outs[0].shape == (2, 3, 12)
-    assert_close("o", jnp.stack(outs, axis=1), o_ref, 1e-6)
-    assert_close("S_T", s, s_ref, 1e-6)
-
-
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_zero_gate_is_linear_attention(per_channel):
-    x = make_inputs(11, 2, 75, 2, 24, 40, per_channel=per_channel, mode="tau1")
-    g = jnp.zeros_like(x["g"])
-    kw = dict(initial_state=x["s0"], output_final_state=True, chunk_size=32)
-    o, s = jax.jit(functools.partial(gla, **kw))(x["q"], x["k"], x["v"], g)
-    o_la, s_la = jax.jit(functools.partial(linear_attention, **kw))(x["q"], x["k"], x["v"])
-    assert_close("o", o, o_la, 1e-5)
-    assert_close("S_T", s, s_la, 1e-5)
 
 
 @pytest.mark.parametrize(

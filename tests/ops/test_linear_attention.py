@@ -17,24 +17,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from op_harness import make_linear_attention_inputs as make_inputs
 
-from memarch.ops.linear_attention import linear_attention, linear_attention_step
+from memarch.ops import linear_attention, linear_attention_step
 from memarch.testing import assert_close
 
 F32_TOL, BF16_TOL = 1e-5, 1e-2
 NAMES = ("o", "S_T", "dq", "dk", "dv", "dS0")
-
-
-def make_inputs(seed, b, t, h, dk, dv, *, init=True, dtype=jnp.float32):
-    rng = np.random.default_rng(seed)
-    q, k = (rng.standard_normal((b, t, h, dk)) for _ in range(2))
-    v = rng.standard_normal((b, t, h, dv))
-    s0 = rng.standard_normal((b, h, dk, dv)) if init else None
-    do = rng.standard_normal((b, t, h, dv))
-    ds = rng.standard_normal((b, h, dk, dv))
-    arrays = dict(q=q, k=k, v=v, s0=s0, do=do, ds=ds)  # S_0, dO, dS_T stay float32
-    as_dtype = lambda name: dtype if name in ("q", "k", "v") else jnp.float32
-    return {n: None if x is None else jnp.asarray(x, as_dtype(n)) for n, x in arrays.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("impl", "chunk_size"))
@@ -129,20 +118,6 @@ def test_packed_segments_equal_separate_runs(chunk):
         assert_close(label + "o", out[0], ref_o, F32_TOL)
         assert_close(label + "S_T", out[1], ref_s, F32_TOL)
     assert_all_close(chunked, naive, F32_TOL)
-
-
-def test_naive_equals_repeated_step():
-    x = make_inputs(5, 2, 12, 3, 8, 12)
-    kw = dict(initial_state=x["s0"], output_final_state=True, impl="naive", scale=0.3)
-    o_ref, s_ref = linear_attention(x["q"], x["k"], x["v"], **kw)
-    step = jax.jit(functools.partial(linear_attention_step, scale=0.3))
-    s, outs = x["s0"], []
-    for t in range(12):
-        o_t, s = step(x["q"][:, t], x["k"][:, t], x["v"][:, t], s)
-        outs.append(o_t)
-    assert s.dtype == jnp.float32 and outs[0].shape == (2, 3, 12)
-    assert_close("o", jnp.stack(outs, axis=1), o_ref, 1e-6)
-    assert_close("S_T", s, s_ref, 1e-6)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

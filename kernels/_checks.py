@@ -1,23 +1,21 @@
-"""Argument validation shared by every op in :mod:`memarch.ops`.
+"""Argument validation for the linear-recurrence ops of :mod:`memarch.ops` and their kernels.
 
+The one input-check family: the ops (:mod:`memarch.ops`) and the public kernel entry points of
+this package validate with these functions (kernels sit below the ops, so the checks live here).
 Each check raises ``ValueError`` naming the argument, the shape or value it got and what is
 accepted, so bad input fails in Python rather than deep inside XLA.
+
+Sequence arguments are ``[B, T, H, D]`` (:func:`check_qkv`, :func:`check_gate`,
+:func:`check_beta`, :func:`check_state`, :func:`check_segment_ids`); single-token (decode)
+arguments drop the T axis (:func:`check_step`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-
-IMPLS_XLA = ("auto", "naive", "chunk")
-# Ops with a Pallas kernel in ``memarch.kernels`` also accept ``impl="pallas"``.
-IMPLS_PALLAS = (*IMPLS_XLA, "pallas")
-# Backends where ``impl="auto"`` picks the Pallas kernels (and the XLA form everywhere else).
-# The GPU entry follows the kernels' design target; the timings that confirm it on H100 are
-# pending (experiments/bench_kernels.py), so remove "gpu" here if they show otherwise.
-AUTO_PALLAS_BACKENDS = ("tpu", "gpu")
 
 
 def check_qkv(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[int, int, int, int, int]:
@@ -94,14 +92,15 @@ def check_segment_ids(segment_ids: jax.Array | None, q: jax.Array) -> None:
         raise ValueError(f"segment_ids must be integers; got {segment_ids.dtype}")
 
 
-def check_impl(impl: str, accepted: Sequence[str] = IMPLS_XLA) -> None:
-    if impl not in accepted:
-        raise ValueError(f"impl must be one of {list(accepted)}; got {impl!r}")
-
-
-def check_chunk_size(chunk_size: int) -> None:
+def check_chunk_size(
+    chunk_size: int, supports: Callable[[int], bool] | None = None, rule: str = ""
+) -> None:
+    """Checks that ``chunk_size`` is a positive int and, given a kernel's ``supports`` predicate
+    (its ``supports_chunk_size``), that the kernel takes it; ``rule`` words the kernel's sizes."""
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+    if supports is not None and not supports(chunk_size):
+        raise ValueError(f"chunk_size must be {rule} for impl='pallas'; got {chunk_size}")
 
 
 def resolve_scale(scale: float | None, head_dim: int) -> float:
@@ -109,12 +108,45 @@ def resolve_scale(scale: float | None, head_dim: int) -> float:
     return head_dim**-0.5 if scale is None else float(scale)
 
 
-def segment_starts(segment_ids: jax.Array | None, batch: int, length: int) -> jax.Array:
-    """Bool ``[B, T]``: True where a token starts a new segment (never at t = 0).
-
-    At such a token the recurrent state is reset to zero before the token is written.
-    """
-    if segment_ids is None:
-        return jnp.zeros((batch, length), dtype=bool)
-    prev = jnp.concatenate([segment_ids[:, :1], segment_ids[:, :-1]], axis=1)
-    return segment_ids != prev
+def check_step(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    state: jax.Array,
+    *,
+    g: jax.Array | None = None,
+    beta: jax.Array | None = None,
+    per_channel_ok: bool = True,
+) -> None:
+    """Checks single-token (decode) arguments: q, k ``[B, H, K]``, v ``[B, H, V]``, state
+    ``[B, H, K, V]``, a log gate ``g`` ``[B, H]`` (or ``[B, H, K]`` when ``per_channel_ok``) and
+    a write strength ``beta`` ``[B, H]``; None skips g or beta."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.ndim != 3:
+            raise ValueError(f"{name} must have shape [B, H, D] (rank 3); got shape {x.shape}")
+    if k.shape != q.shape:
+        raise ValueError(f"k must have the shape of q {q.shape} ([B, H, K]); got {k.shape}")
+    if v.shape[:2] != q.shape[:2]:
+        raise ValueError(f"v must have shape [B, H, V] = {q.shape[:2]} + (V,); got {v.shape}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share one dtype; got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    if not jnp.issubdtype(q.dtype, jnp.floating):
+        raise ValueError(f"q, k, v must be floating point; got {q.dtype}")
+    if g is not None:
+        accepted = f"{q.shape[:2]} ([B, H])"
+        shapes = [q.shape[:2]]
+        if per_channel_ok:
+            accepted += f" or {q.shape} ([B, H, K])"
+            shapes.append(q.shape)
+        if g.shape not in shapes:
+            raise ValueError(f"g must have shape {accepted}; got {g.shape}")
+        if not jnp.issubdtype(g.dtype, jnp.floating):
+            raise ValueError(f"g must be floating point; got {g.dtype}")
+    if beta is not None:
+        if beta.shape != q.shape[:2]:
+            raise ValueError(f"beta must have shape {q.shape[:2]} ([B, H]); got {beta.shape}")
+        if not jnp.issubdtype(beta.dtype, jnp.floating):
+            raise ValueError(f"beta must be floating point; got {beta.dtype}")
+    want = (*q.shape, v.shape[-1])
+    if state.shape != want:
+        raise ValueError(f"state must have shape {want} ([B, H, K, V]); got {state.shape}")

@@ -23,16 +23,17 @@ H_kv (grouped-query attention: query head ``h`` reads KV head ``h // (H / H_kv)`
 ``segment_ids [B, T]`` packs sequences: no query sees a key of another segment, so Λ needs no
 reset (its differences never cross a boundary) and ``t − i`` is the distance inside a segment.
 
-Implementations (``impl``): ``"naive"`` materialises the ``T × T`` logits (the reference);
-``"blockwise"`` scans over key blocks of ``block_size`` with an online softmax,
-holding ``T × block_size`` logits at a time and never the ``T × T`` matrix. Its backward pass
-(``jax.custom_vjp``) is flash-attention style: it saves only the output and the per-query
-log-sum-exp, and recomputes each key block's weights, so training memory is O(T·D) as well;
+Implementations (``impl``, the vocabulary of :mod:`memarch.ops._dispatch`): ``"naive"``
+materialises the ``T × T`` logits (the reference); ``"chunk"`` (blockwise) scans over key
+blocks of ``block_size`` with an online softmax, holding ``T × block_size`` logits at a time
+and never the ``T × T`` matrix. Its backward pass (``jax.custom_vjp``) is flash-attention
+style: it saves only the output and the per-query log-sum-exp, and recomputes each key block's
+weights, so training memory is O(T·D) as well;
 the gradients of Λ and a are reduced per block (``dΛ``, then autodiff's reverse cumsum gives
 ``d log f``). ``"pallas"`` is the flash-attention kernel
 :func:`memarch.kernels.flash_attention.flash_attention` (forward and backward Pallas kernels,
 the bias computed in-kernel from Λ and a; compiled on GPU/TPU, interpreted on CPU).
-``"auto"`` is ``"pallas"`` on GPU and TPU and ``"blockwise"`` elsewhere (the XLA fallback).
+``"auto"`` is ``"pallas"`` on GPU and TPU and ``"chunk"`` elsewhere (the XLA fallback).
 
 :func:`decay_attention_cached` attends a few queries to an explicit key set with absolute
 positions (a decode cache, possibly after eviction) and also returns the attention weights,
@@ -46,10 +47,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from memarch.kernels.flash_attention import flash_attention
-from memarch.ops import _checks
+from memarch.kernels import _checks
+from memarch.kernels import flash_attention as flash_kernel
+from memarch.ops._dispatch import resolve_impl
 
-IMPLS = ("auto", "naive", "blockwise", "pallas")
 _NEG = -1e30  # finite "−∞" for masked logits: keeps the online softmax free of inf − inf
 
 
@@ -334,9 +335,9 @@ def decay_attention(
       scale: query scale, ``D ** -0.5`` by default.
       window: keys each query sees, itself included; None = all earlier keys.
       segment_ids: int ``[B, T]``; queries see only keys of their own segment.
-      impl: ``"auto"`` (``"pallas"`` on GPU/TPU, else ``"blockwise"``), ``"pallas"``,
-        ``"blockwise"`` or ``"naive"``.
-      block_size: keys per block for ``"blockwise"``; query and key block of ``"pallas"``
+      impl: ``"auto"`` (``"pallas"`` on GPU/TPU, else ``"chunk"``), ``"pallas"``, ``"chunk"``
+        (blockwise) or ``"naive"``.
+      block_size: keys per block for ``"chunk"``; query and key block of ``"pallas"``
         (rounded up to a multiple of 128 on TPU, a power of two on GPU).
 
     Returns:
@@ -348,9 +349,9 @@ def decay_attention(
     if lam is not None:
         lam = jnp.cumsum(lam, axis=1)
     _checks.check_segment_ids(segment_ids, q)
-    _checks.check_impl(impl, IMPLS)
     _checks.check_chunk_size(block_size)
     check_window(window)
+    impl = resolve_impl(impl, flash_kernel, chunk_size=block_size, segment_ids=segment_ids)
     scale = _checks.resolve_scale(scale, d)
     qg = q.reshape(b, t, hkv, h // hkv, d)
     pos = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
@@ -359,11 +360,9 @@ def decay_attention(
             None if segment_ids is None else segment_ids[:, :, None] == segment_ids[:, None, :]
         )
         o = _naive(qg, k, v, lam, slope, pos, seg_mask, scale, window)
-    elif impl == "pallas" or (
-        impl == "auto" and jax.default_backend() in _checks.AUTO_PALLAS_BACKENDS
-    ):
+    elif impl == "pallas":
         per_q = lambda x: None if x is None else x.reshape(b, t, h)
-        o = flash_attention(
+        o = flash_kernel.flash_attention(
             q,
             k,
             v,
