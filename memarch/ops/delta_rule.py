@@ -83,6 +83,7 @@ def delta_rule(
     impl = resolve_impl(impl, segment_ids, chunk_size)
     s = _checks.resolve_scale(scale, dk)
     if impl == "pallas":
+        # Pallas is imported only when used
         from memarch.kernels.delta_rule import gated_delta_rule_pallas
 
         o, final = gated_delta_rule_pallas(
