@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import memarch.train.setup as setup_module
+import memarch.train.setup as train_setup
 from memarch.data.fact_stream import FactStream, FactStreamConfig
 from memarch.data.overwrite_stream import (
     UNSET,
@@ -163,7 +163,7 @@ def test_bad_parameters_fail_before_any_training(monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(setup_module, "make_train_step", no_training)
+    monkeypatch.setattr(train_setup, "make_train_step", no_training)
     stream = FactStream(FACTS, seed=0)
     with pytest.raises(ValueError, match="eval_every must be an int >= 1"):
         continual_fact_training(TINY, stream, eval_every=0)
