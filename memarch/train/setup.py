@@ -75,14 +75,10 @@ def make_setup(cfg: TrainConfig, num_steps: int | None = None) -> TrainSetup:
     """The :class:`TrainSetup` of ``cfg``; the schedule spans ``num_steps`` (default
     ``cfg.num_steps``)."""
     steps = cfg.num_steps if num_steps is None else num_steps
+    tx = make_optimizer(cfg.optim, steps)
+    schedule = make_schedule(cfg.optim, steps)
     graphdef = nnx.split(nnx.eval_shape(lambda: build_model(cfg)), nnx.Param)[0]
-    return TrainSetup(
-        cfg=cfg,
-        num_steps=steps,
-        tx=make_optimizer(cfg.optim, steps),
-        schedule=make_schedule(cfg.optim, steps),
-        graphdef=graphdef,
-    )
+    return TrainSetup(cfg=cfg, num_steps=steps, tx=tx, schedule=schedule, graphdef=graphdef)
 
 
 __all__ = ["TrainSetup", "build_model", "make_setup"]
