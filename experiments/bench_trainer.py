@@ -31,8 +31,9 @@ from memarch.train.config import DataConfig, OptimConfig, TrainConfig
 from memarch.train.input import BatchLoader
 from memarch.train.mesh import batch_sharding, make_mesh, tree_shardings
 from memarch.train.optimizer import make_optimizer
+from memarch.train.setup import build_model
 from memarch.train.step import init_state, make_train_step
-from memarch.train.trainer import build_model, train
+from memarch.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

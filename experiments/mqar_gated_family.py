@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from memarch.eval.mqar import markdown_table, plot_accuracy
+from memarch.eval.periodic import periodic_evaluation
+from memarch.eval.plots import plot_slice_accuracy
+from memarch.eval.recall import recall_table
 from memarch.train.config import apply_overrides, load_config, variant
 from memarch.train.trainer import train
 
@@ -52,7 +54,7 @@ def main() -> None:
             best = None
             for lr in a.lrs or [base.optim.learning_rate]:
                 cfg = variant(base, name=name, pattern=pattern, seed=seed, learning_rate=lr)
-                res = train(cfg)
+                res = train(cfg, evaluate=periodic_evaluation(cfg))
                 acc = res.evals[-1]["accuracy"]
                 mean = float(np.mean(list(acc.values())))
                 print(
@@ -67,7 +69,7 @@ def main() -> None:
         means[name], stds[name] = float(np.mean(per_seed_means)), float(np.std(per_seed_means))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(results)
+    table = recall_table(results)
     pairs = list(zip([n for n, _ in ORDER], [n for n, _ in ORDER[1:]], strict=False))
     strict = all(means[x] >= means[y] for x, y in pairs)
     # within seed noise: x may trail y by at most the larger of their standard deviations
@@ -86,7 +88,7 @@ def main() -> None:
         f"{'reproduced' if noisy else 'NOT reproduced'}\n"
     )
     (out / f"{a.name}.md").write_text(text)
-    plot_accuracy(results, str(out / f"{a.name}.png"), title=f"{task} at equal state size")
+    plot_slice_accuracy(results, str(out / f"{a.name}.png"), title=f"{task} at equal state size")
     print("\n" + text)
 
 

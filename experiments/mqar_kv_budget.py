@@ -26,7 +26,7 @@ from memarch.eval.kv_budget import (
     plot_recall,
     recall_under_budget,
 )
-from memarch.eval.mqar import evaluate_mqar
+from memarch.eval.recall import evaluate_slices
 from memarch.train.config import load_config
 from memarch.train.trainer import train
 
@@ -49,7 +49,7 @@ def main():
     t0 = time.perf_counter()
     result = train(cfg, progress=True)
     model = result.model
-    full = evaluate_mqar(model, cfg.data)
+    full = evaluate_slices(model, cfg.data)
     lines = [
         "# MQAR recall under a KV budget",
         "",

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from memarch.eval.mqar import markdown_table, plot_accuracy
+from memarch.eval.periodic import periodic_evaluation
+from memarch.eval.plots import plot_slice_accuracy
+from memarch.eval.recall import recall_table
 from memarch.train.config import apply_overrides, load_config, variant
 from memarch.train.trainer import train
 
@@ -55,7 +57,8 @@ def main() -> None:
             cfg = dataclasses.replace(base, optim=dataclasses.replace(base.optim, learning_rate=lr))
             per_seed = []
             for seed in a.seeds:
-                res = train(variant(cfg, name=name, pattern=MODELS[name], seed=seed))
+                run_cfg = variant(cfg, name=name, pattern=MODELS[name], seed=seed)
+                res = train(run_cfg, evaluate=periodic_evaluation(run_cfg))
                 acc = res.evals[-1]["accuracy"]
                 losses = [h["loss"] for h in res.history]
                 finite = bool(np.all(np.isfinite(losses)))
@@ -91,10 +94,10 @@ def main() -> None:
         f"{base.model.num_heads} heads × {opts.get('head_dim', '?')}), config {a.config}, "
         f"seeds {a.seeds}, {base.num_steps} steps, batch {base.batch_size}, slices (L, pairs) "
         f"{slices}, outer lr grid {', '.join(f'{x:g}' for x in lrs)}\n\n"
-        f"{markdown_table(results)}\n\nRuns:\n" + "\n".join(notes) + f"\n\n{verdict}\n"
+        f"{recall_table(results)}\n\nRuns:\n" + "\n".join(notes) + f"\n\n{verdict}\n"
     )
     (out / f"{a.name}.md").write_text(text)
-    plot_accuracy(results, str(out / f"{a.name}.png"), title="MQAR: neural memories")
+    plot_slice_accuracy(results, str(out / f"{a.name}.png"), title="MQAR: neural memories")
     print("\n" + text)
 
 

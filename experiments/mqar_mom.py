@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 import memarch.mixers.mom  # noqa: F401  (registers "mom")
-from memarch.eval.mqar import markdown_table
+from memarch.eval.periodic import periodic_evaluation
+from memarch.eval.recall import recall_table
 from memarch.train.config import apply_overrides, load_config, variant
 from memarch.train.trainer import train
 
@@ -58,7 +59,7 @@ def main() -> None:
         for seed in a.seeds:
             cfg = apply_overrides(base, list(model_overrides))
             cfg = variant(cfg, name=name, pattern=pattern, seed=seed)
-            res = train(cfg)
+            res = train(cfg, evaluate=periodic_evaluation(cfg))
             per_seed.append(res.evals[-1]["accuracy"])
             walls.append(res.wall_time)
             last.append(res.history[-1])
@@ -109,7 +110,7 @@ def main() -> None:
         f"({state} floats per memory per layer, 2 layers), seeds {a.seeds}, "
         f"{base.num_steps} steps, batch {base.batch_size}, lr {base.optim.learning_rate:g}, "
         f"config {a.config}, train slices (L, pairs) {slices}\n\n"
-        f"{markdown_table(results)}\n\n{spread}\n\n" + "\n".join(rows) + "\n\n"
+        f"{recall_table(results)}\n\n{spread}\n\n" + "\n".join(rows) + "\n\n"
         f"Mean accuracy differences: {diffs or 'GDN not run'} "
         f"(MoM holds 5 memories per layer, each token writes 3; training statistics are the "
         f"mean over the last {base.log_every} steps; routing statistics include MQAR's "

@@ -31,7 +31,7 @@ from memarch.eval.kv_budget import (
     recall_by_depth,
     recall_under_budget,
 )
-from memarch.eval.mqar import evaluate_mqar
+from memarch.eval.recall import evaluate_slices
 from memarch.train.config import load_config
 from memarch.train.trainer import train
 
@@ -64,7 +64,7 @@ def main():
     result = train(cfg, progress=True)
     model = result.model
     train_s = time.perf_counter() - t0
-    full = evaluate_mqar(model, cfg.data)
+    full = evaluate_slices(model, cfg.data)
     kv_heads = model.blocks[0].mixer.num_kv_heads
     buffers = kv_buffers(model)
     cols = [f"{f * 100:g}%" for f in FRACTIONS]
@@ -118,7 +118,7 @@ def main():
         table = {pol: {f"{d:g}%": a for d, a in r.items()} for pol, r in by_depth.items()}
         if frac == FRACTIONS[-1]:
             table[FULL] = {
-                f"{d:g}%": evaluate_mqar(
+                f"{d:g}%": evaluate_slices(
                     model, dataclasses.replace(cfg.data, needle_depth=d), [(length, 1)]
                 )[(length, 1)]
                 for d in DEPTHS

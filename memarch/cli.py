@@ -15,22 +15,34 @@ from __future__ import annotations
 import argparse
 import sys
 
+from memarch.ablate import load_grid_file, parse_grid_args, run_grid, write_report
+from memarch.data.tasks import get_task
+from memarch.demo import run_demo
+from memarch.eval.periodic import evaluate_config, periodic_evaluation
+from memarch.eval.recall import baselines, evaluate_task, recall_table, task_data
+from memarch.train.config import apply_overrides, load_config
+from memarch.train.run_dir import load_run_config, load_run_params
+from memarch.train.setup import build_model
+from memarch.train.trainer import train
+
 
 def _cmd_train(args) -> int:
-    from memarch.eval.mqar import markdown_table
-    from memarch.train.config import apply_overrides, load_config
-    from memarch.train.trainer import train
-
     cfg = apply_overrides(load_config(args.config, tiny=args.tiny), args.overrides)
     workdir = args.workdir or f"runs/{cfg.name}"
-    res = train(cfg, workdir=workdir, progress=not args.no_progress, resume=args.resume)
+    res = train(
+        cfg,
+        workdir=workdir,
+        progress=not args.no_progress,
+        resume=args.resume,
+        evaluate=periodic_evaluation(cfg),
+    )
     if res.preempted:
         print(f"pre-empted at step {res.final_step}; continue with --resume")
         return 0
     for row in res.history:
         print(f"step {row['step']:6d}  loss {row['loss']:.4f}  acc {row['accuracy']:.3f}")
     if res.evals and isinstance(res.evals[-1]["accuracy"], dict):  # MQAR: per slice
-        print(markdown_table({cfg.name: res.evals[-1]["accuracy"]}))
+        print(recall_table({cfg.name: res.evals[-1]["accuracy"]}))
     elif res.evals:
         last = res.evals[-1]
         print(f"eval loss {last['loss']:.4f}  acc {last['accuracy']:.3f}")
@@ -39,18 +51,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from memarch.data.tasks import get_task
-    from memarch.eval.recall import (
-        baselines,
-        evaluate_task,
-        load_run_config,
-        load_run_params,
-        recall_table,
-        task_data,
-    )
-    from memarch.train.config import apply_overrides, load_config
-    from memarch.train.trainer import build_model, evaluate
-
     if args.checkpoint:
         if args.config or args.workdir:
             raise ValueError("give either --checkpoint DIR or --config FILE --workdir DIR")
@@ -65,7 +65,7 @@ def _cmd_eval(args) -> int:
     task = args.task or cfg.data.task
     if task == "text":
         model = load_run_params(build_model(cfg), cfg, run_dir)
-        result = evaluate(model, cfg, step=0)
+        result = evaluate_config(model, cfg)
         print(f"eval loss {result['loss']:.4f}  acc {result['accuracy']:.3f}")
         return 0
     data, slices = task_data(cfg.data, task)  # bad task / slice: an error before any loading
@@ -78,9 +78,6 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_ablate(args) -> int:
-    from memarch.ablate import load_grid_file, parse_grid_args, run_grid, write_report
-    from memarch.train.config import apply_overrides, load_config
-
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1; got {args.workers}")
     base = apply_overrides(load_config(args.config, tiny=args.tiny), args.overrides)
@@ -116,8 +113,6 @@ def _cmd_ablate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from memarch.demo import run_demo
-
     run_demo(args.out, args.overrides, progress=not args.no_progress)
     return 0
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from memarch.eval.mqar import markdown_table, plot_accuracy
+from memarch.eval.periodic import periodic_evaluation
+from memarch.eval.plots import plot_slice_accuracy
+from memarch.eval.recall import recall_table
 from memarch.train.config import apply_overrides, load_config
 from memarch.train.trainer import train
 
@@ -37,14 +39,16 @@ def run_demo(
     for filename in CONFIGS:
         cfg = apply_overrides(load_config(configs_dir() / filename), overrides or [])
         print(f"== training {cfg.name}: layers {cfg.model.layer_names()}", flush=True)
-        res = train(cfg, workdir=out / cfg.name, progress=progress)
+        res = train(
+            cfg, workdir=out / cfg.name, progress=progress, evaluate=periodic_evaluation(cfg)
+        )
         results[cfg.name] = res.evals[-1]["accuracy"]
         times[cfg.name] = res.wall_time
         last = res.history[-1]
         print(f"   {res.wall_time:.0f}s, final train loss {last['loss']:.3f}", flush=True)
-    table = markdown_table(results)
+    table = recall_table(results)
     plot = out / "mqar_accuracy.png"
-    plot_accuracy(results, str(plot), title="MQAR accuracy, d_model 64, 2 layers")
+    plot_slice_accuracy(results, plot, title="MQAR accuracy, d_model 64, 2 layers")
     total = time.perf_counter() - start
     report = (
         "# MQAR demo\n\n"

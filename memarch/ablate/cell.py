@@ -24,10 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
+from flax import nnx
 
 from memarch.ablate.grid import Cell
+from memarch.eval.periodic import evaluate_config, periodic_evaluation
 from memarch.train.config import TrainConfig
+from memarch.train.setup import build_model
+from memarch.train.trainer import train
 
 RESULT = "result.json"
 
@@ -61,17 +66,13 @@ def attention_share(cfg: TrainConfig) -> float:
 
 def param_count(cfg: TrainConfig) -> int:
     """Number of trainable parameters (from shapes only; nothing is allocated)."""
-    import jax
-    from flax import nnx
-
-    from memarch.train.trainer import build_model
-
     params = nnx.state(nnx.eval_shape(lambda: build_model(cfg)), nnx.Param)
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
 def eval_metrics(result: dict) -> dict[str, float]:
-    """Flat metrics of one :func:`memarch.train.trainer.evaluate` result."""
+    """Flat metrics of one :func:`memarch.eval.periodic.evaluate_config` result (or a
+    ``TrainResult.evals`` entry)."""
     acc = result["accuracy"]
     if isinstance(acc, dict):  # MQAR / needle: per (L, N) slice
         out = {f"acc/L{l}_N{n}": float(a) for (l, n), a in acc.items()}
@@ -112,8 +113,6 @@ def use_compile_cache(directory: str | Path) -> None:
     """Caches compiled XLA programs in ``directory`` (JAX's persistent compilation cache), so
     cells that differ only in seed or learning rate compile once; a cache the user configured
     already is kept."""
-    import jax
-
     if jax.config.jax_compilation_cache_dir:
         return
     jax.config.update("jax_compilation_cache_dir", str(directory))
@@ -130,9 +129,9 @@ def run_cell(
 ) -> dict:
     """Trains one cell (resuming from a checkpoint in ``cell_dir/run`` if one of the same
     config is there), evaluates it and writes ``cell_dir/result.json``; returns the result (at
-    once, without training, if ``result.json`` of the same config appeared meanwhile)."""
-    from memarch.train.trainer import evaluate, train
-
+    once, without training, if ``result.json`` of the same config appeared meanwhile).
+    ``train_fn`` (default :func:`memarch.train.trainer.train`) is called with the trainer's
+    keywords, ``evaluate=periodic_evaluation(cfg)`` among them."""
     train_fn = train_fn or train
     cell_dir = Path(cell_dir)
     done = read_result(cell_dir)
@@ -144,10 +143,17 @@ def run_cell(
     if saved.is_file() and json.loads(saved.read_text()) != config_dict(cfg):
         shutil.rmtree(run_dir)  # a leftover of another config: never resume from it
     start = time.perf_counter()
-    res = train_fn(cfg, workdir=run_dir, progress=False, resume=True, log=lambda m: None)
+    res = train_fn(
+        cfg,
+        workdir=run_dir,
+        progress=False,
+        resume=True,
+        log=lambda m: None,
+        evaluate=periodic_evaluation(cfg),
+    )
     if res.preempted:
         raise InterruptedError(f"{cell.name}: pre-empted at step {res.final_step}")
-    final = res.evals[-1] if res.evals else evaluate(res.model, cfg, res.final_step)
+    final = res.evals[-1] if res.evals else evaluate_config(res.model, cfg)
     metrics = eval_metrics(final)
     if res.history:
         metrics["train_loss"] = float(res.history[-1]["loss"])

@@ -30,7 +30,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+
+from memarch.data import pipeline
 from memarch.train.config import TrainConfig, apply_overrides
+from memarch.train.validation import validate
 
 SEED_AXIS = "seed"
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -175,8 +179,6 @@ def cells(axes: Sequence[Axis]) -> list[Cell]:
 
 def check_data(cfg: TrainConfig) -> None:
     """The cheap data checks of a config (task name, slices, text file) without building data."""
-    from memarch.data import pipeline
-
     pipeline._check_task(cfg.data)
     if cfg.data.task == "text":
         if not Path(cfg.data.text_file).is_file():
@@ -192,11 +194,7 @@ def resolve_cells(
 ) -> list[tuple[Cell, TrainConfig]]:
     """Every cell with its resolved config (run name = cell name), validated; any bad key,
     value or config raises ``ValueError`` naming the cell before anything is trained."""
-    from memarch.train.validation import validate
-
     if num_devices is None:
-        import jax
-
         num_devices = jax.device_count()
     out = []
     for cell in cells(axes):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from memarch.ablate.grid import SEED_AXIS, Axis
+from memarch.eval.plots import subplots
 
 PLOT_METRICS = {"acc_mean": "recall (MQAR accuracy, mean over slices)", "lm_loss": "LM loss"}
 CONSTANT = ("params", "attn_share")  # per architecture, shown once per row
@@ -142,8 +143,6 @@ def _stats(rows, metric):
 def plot_vs_axis(rows, axes, axis: Axis, metric: str, path: Path, *, pivot=None) -> bool:
     """``metric`` (mean ± std over seeds) against the values of ``axis``, one line per
     combination of the other grouping axes. Returns False (no file) without data."""
-    from memarch.eval.plots import subplots
-
     rows = [r for r in rows if _finite([r.get(metric, math.nan)])]
     if not rows:
         return False
@@ -184,8 +183,6 @@ def _share_axes(rows, axes: Sequence[Axis]) -> list[Axis]:
 def plot_vs_attention(rows, axes, path: Path, *, pivot=None) -> bool:
     """Each headline metric (one panel each) against the share of attention layers, one line
     per combination of the grouping axes that do not set that share (e.g. the linear mixer)."""
-    from memarch.eval.plots import subplots
-
     if "attn_share" not in rows[0] or len({r["attn_share"] for r in rows}) < 2:
         return False
     metrics = [m for m in PLOT_METRICS if _finite(r.get(m, math.nan) for r in rows)]

@@ -32,6 +32,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from memarch.ablate.cell import (
     config_dict,
     fingerprint,
@@ -89,6 +91,7 @@ def _prepare_text(configs: Sequence[TrainConfig]) -> None:
     for cfg in configs:
         key = (cfg.data.text_file, cfg.data.data_dir)
         if cfg.data.task == "text" and key not in seen:
+            # lazy: memarch.data.text imports tensorflow_datasets (heavy; task 'text' only)
             from memarch.data.text import prepare
 
             prepare(cfg.data.text_file, cfg.data.data_dir or None)
@@ -199,8 +202,6 @@ def run_grid(
     say = log or print
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(resolved), initial=len(done), desc="ablate", unit="cell")
         say = tqdm.write
     trained, failed = [], {}

@@ -15,6 +15,7 @@ from memarch.data.tasks import TASKS as RECALL_TASKS
 from memarch.data.tasks import get_task, slice_config
 from memarch.data.tasks import mqar_config as mqar_config  # re-exported
 from memarch.data.tasks import needle_config as needle_config  # re-exported
+from memarch.data.tokenizer import VOCAB_SIZE
 
 TASKS = (*RECALL_TASKS, "text")  # every value data.task accepts
 
@@ -23,8 +24,6 @@ def _check_task(cfg: DataConfig) -> None:
     if cfg.task not in TASKS:
         raise ValueError(f"data.task must be one of {list(TASKS)}; got {cfg.task!r}")
     if cfg.task == "text":
-        from memarch.data.tokenizer import VOCAB_SIZE
-
         if cfg.vocab_size != VOCAB_SIZE:
             raise ValueError(
                 f"data.vocab_size must be {VOCAB_SIZE} (the byte tokenizer) for task 'text'; "
@@ -73,6 +72,7 @@ def train_examples(cfg: DataConfig) -> grain.MapDataset:
     """
     _check_task(cfg)
     if cfg.task == "text":
+        # lazy: memarch.data.text imports tensorflow_datasets (heavy; task 'text' only)
         from memarch.data.text import PackedText, prepare
 
         train = prepare(cfg.text_file, cfg.data_dir or None)["train"]
@@ -116,6 +116,7 @@ def batch_rows(
 
 def text_eval_batches(cfg: DataConfig, batch_size: int):
     """Yields the first ``num_eval_examples`` packed rows of the validation split, batched."""
+    # lazy: memarch.data.text imports tensorflow_datasets (heavy; task 'text' only)
     from memarch.data.text import PackedText, prepare
 
     _check_task(cfg)

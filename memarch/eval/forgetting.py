@@ -8,9 +8,10 @@
   segment ``j``. ``reset=True`` starts every segment from an empty cache (the control whose
   ``R(d ≥ 1)`` must be at chance);
 * :func:`continual_fact_training` — task C: trains one model on the tasks of a
-  :class:`~memarch.data.fact_stream.FactStream` in turn with the trainer's optimiser and
-  compiled step, evaluates every task every ``eval_every`` steps and at every task end, and
-  returns the accuracy matrix and the per-task curves for :mod:`memarch.eval.cl_metrics`.
+  :class:`~memarch.data.fact_stream.FactStream` in turn
+  (:func:`memarch.train.continual.train_fact_stream`), scores every task with
+  :func:`fact_accuracy` every ``eval_every`` steps and at every task end, and returns the
+  accuracy matrix and the per-task curves for :mod:`memarch.eval.cl_metrics`.
 
 Evaluators that only need predictions take a **predictor**: ``predict(inputs int32[B, L]) ->
 int[B, L]`` (the predicted next token at every position); :func:`model_predictor` makes one
@@ -23,7 +24,6 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,8 @@ from memarch.data.segmented_recall import SegmentedRecallSource
 from memarch.data.segmented_recall import chance_accuracy as segmented_chance
 from memarch.data.source import IGNORE_INDEX, SyntheticSource
 from memarch.eval.cl_metrics import retention_by_distance, summary
+from memarch.train.config import TrainConfig
+from memarch.train.continual import train_fact_stream
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 ERROR_CLASSES = ("stale", "other_key", "other", "false_alarm")
@@ -307,107 +309,56 @@ class ContinualResult:
     metrics: dict[str, float]  # cl_metrics.summary(R)
 
 
-def _fact_evaluator(graphdef: Any, stream: FactStream) -> Callable[[Any], np.ndarray]:
-    """``evaluate(params) -> accuracy [T]`` on every task's facts (one jitted call per task)."""
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _correct_answers(graphdef, state, inputs, targets):
+    logits = nnx.merge(graphdef, state)(inputs)[0]
+    return ((jnp.argmax(logits, -1) == targets) & (targets != IGNORE_INDEX)).sum()
 
-    @jax.jit
-    def correct(params, inputs, targets):
-        logits = nnx.merge(graphdef, params)(inputs)[0]
-        return ((jnp.argmax(logits, -1) == targets) & (targets != IGNORE_INDEX)).sum()
 
-    rows = [fact_rows(*stream.facts(j)) for j in range(stream.config.num_tasks)]
-    n = stream.config.facts_per_task
+def fact_accuracy(stream: FactStream) -> Callable[[nnx.Module, int], np.ndarray]:
+    """``evaluate(model, step) -> accuracy [T]``: recall (argmax at the arrow == value) on
+    every task's facts, one jitted call per task (``step`` is not used). The fact rows are
+    built at the first call."""
+    rows: list[dict[str, np.ndarray]] = []
 
-    def evaluate(params) -> np.ndarray:
-        hits = [correct(params, r["inputs"], r["targets"]) for r in rows]
-        return np.asarray(jax.device_get(hits), dtype=np.float64) / n
+    def evaluate(model: nnx.Module, step: int) -> np.ndarray:
+        if not rows:
+            rows.extend(fact_rows(*stream.facts(j)) for j in range(stream.config.num_tasks))
+        graphdef, state = nnx.split(model)
+        hits = [_correct_answers(graphdef, state, r["inputs"], r["targets"]) for r in rows]
+        return np.asarray(jax.device_get(hits), dtype=np.float64) / stream.config.facts_per_task
 
     return evaluate
 
 
 def continual_fact_training(
-    cfg: Any,
+    cfg: TrainConfig,
     stream: FactStream,
     *,
     eval_every: int,
     log: Callable[[str], None] | None = None,
 ) -> ContinualResult:
-    """Trains ``build_model(cfg)`` on tasks ``0 … T−1`` of ``stream`` in turn.
+    """Trains ``build_model(cfg)`` on tasks ``0 … T−1`` of ``stream`` in turn
+    (:func:`memarch.train.continual.train_fact_stream`: what of ``cfg`` is used, single
+    device) and scores it with :func:`fact_accuracy`.
 
-    ``cfg`` is a :class:`~memarch.train.config.TrainConfig`: its model, optimiser, batch size,
-    seed, ``grad_accum_steps``, ``compute_dtype`` and ``on_nonfinite`` are used (``cfg.data``
-    and ``cfg.num_steps`` are not: each task runs ``stream.steps_per_task(batch_size)`` steps,
-    and one optimiser state and schedule span all tasks). Single device.
-
-    Evaluation (recall: argmax at the arrow == value) of every task at step 0, every
-    ``eval_every`` steps and at the end of every task; ``R[i]`` is the evaluation at the end of
-    task ``i``. Config errors are raised before anything is built or compiled.
+    Evaluation of every task at step 0, every ``eval_every`` steps and at the end of every
+    task; ``R[i]`` is the evaluation at the end of task ``i``. Config errors are raised before
+    anything is built or compiled.
     """
-    from memarch.train.optimizer import make_optimizer
-    from memarch.train.step import init_state, make_train_step
-    from memarch.train.trainer import build_model
-    from memarch.train.validation import validate
-
-    if not isinstance(stream, FactStream):
-        raise ValueError(f"stream must be a FactStream; got {type(stream).__name__}")
-    stream.config.validate()
-    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
-        raise ValueError(f"eval_every must be an int >= 1 (steps); got {eval_every!r}")
-    sc = stream.config
-    # the trainer's checks, with the stream's vocabulary standing in for the data section's
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, vocab_size=sc.vocab_size))
-    validate(cfg, 1)
-    per_task = stream.steps_per_task(cfg.batch_size)
-    total = per_task * sc.num_tasks
-
-    tx = make_optimizer(cfg.optim, total)
-    model = build_model(cfg)
-    graphdef = nnx.split(model, nnx.Param)[0]
-    state = init_state(model, tx, cfg.seed)
-    step_fn = make_train_step(
-        graphdef,
-        tx,
-        grad_accum_steps=cfg.grad_accum_steps,
-        compute_dtype=cfg.compute_dtype,
-        skip_nonfinite=cfg.on_nonfinite == "skip",
+    run = train_fact_stream(
+        cfg, stream, eval_every=eval_every, evaluate=fact_accuracy(stream), log=log
     )
-    evaluate = _fact_evaluator(graphdef, stream)
-
-    baseline = evaluate(state["params"])
-    curves, steps = [baseline], [0]
-    r = np.full((sc.num_tasks, sc.num_tasks), np.nan)
-    task_ends = np.zeros(sc.num_tasks, dtype=np.int64)
-    losses: list[Any] = []
-    done = 0
-    for task in range(sc.num_tasks):
-        for s in range(per_task):
-            batch = stream.train_batch(task, s, cfg.batch_size)
-            state, metrics = step_fn(state, batch)
-            losses.append(metrics["loss"])
-            done += 1
-            end = s == per_task - 1
-            if done % eval_every and not end:
-                continue
-            if cfg.on_nonfinite == "stop":
-                bad = [i for i, x in enumerate(jax.device_get(losses)) if not np.isfinite(x)]
-                if bad:
-                    raise FloatingPointError(
-                        f"{cfg.name}: non-finite loss at step {bad[0] + 1} (task {task})"
-                    )
-            curves.append(evaluate(state["params"]))
-            steps.append(done)
-        r[task] = curves[-1]
-        task_ends[task] = done
-        if log is not None:
-            log(f"{cfg.name}: task {task} done at step {done}; accuracy {np.round(r[task], 3)}")
+    at_end = np.searchsorted(run.steps, run.task_ends)  # the evaluation at each task end
+    r = run.accuracy[at_end]  # [T, T]: row i = accuracy on every task after task i
     return ContinualResult(
-        model=nnx.merge(graphdef, state["params"]),
+        model=run.model,
         R=r,
-        curves=np.stack(curves),
-        steps=np.asarray(steps),
-        task_ends=task_ends,
-        baseline=baseline,
-        losses=np.asarray(jax.device_get(losses), dtype=np.float64),
+        curves=run.accuracy,
+        steps=run.steps,
+        task_ends=run.task_ends,
+        baseline=run.accuracy[0],
+        losses=run.losses,
         metrics=summary(r),
     )
 
@@ -428,6 +379,7 @@ __all__ = [
     "bucket_table",
     "classify_error",
     "continual_fact_training",
+    "fact_accuracy",
     "evaluate_overwrite_stream",
     "log2_bin",
     "model_predictor",

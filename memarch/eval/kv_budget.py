@@ -7,7 +7,7 @@ the haystack with its needles (``L − N·m`` tokens, task ``needle``;
 one at a time through the decode caches (teacher forcing), so each eviction policy decides,
 after the prefill and after every token, which keys the decay-attention layers (``fox``,
 ``trimkv``) keep. Accuracy is argmax == value at the labelled positions, as in
-:func:`memarch.eval.mqar.evaluate_mqar`. Other layers decode with their usual caches.
+:func:`memarch.eval.recall.evaluate_slices`. Other layers decode with their usual caches.
 
 Global budget: when the layers carry :class:`memarch.kvcache.GlobalRetentionEviction`, the
 decoding loop applies :func:`memarch.kvcache.keep_global` to the layer caches after every model
@@ -28,6 +28,7 @@ from flax import nnx
 from memarch.data.config import DataConfig
 from memarch.data.mqar import IGNORE_INDEX
 from memarch.data.pipeline import eval_batches, prompt_len
+from memarch.eval.plots import subplots
 from memarch.kvcache.global_budget import keep_global
 from memarch.kvcache.policies import (
     H2O,
@@ -196,8 +197,6 @@ def plot_recall(
     ylabel: str = "MQAR accuracy",
 ) -> None:
     """Accuracy vs budget, one line per policy, saved as PNG."""
-    from memarch.eval.plots import subplots
-
     fig, ax = subplots(6, 4)
     for name, r in results.items():
         style = dict(color="black", linestyle="--", marker="") if name.startswith("full") else {}

@@ -1,9 +1,10 @@
-"""Continual-forgetting plots (PNG, matplotlib's Agg canvas; no pyplot global state).
+"""Evaluation plots (PNG, matplotlib's Agg canvas; no pyplot global state).
 
-``docs/continual_forgetting.md`` §Plots: the lower-triangular accuracy matrix,
-per-task accuracy against step with task boundaries and the min-ACC level, retention against
-lag on a log x-axis, and the needle depth × length heatmap. Every function writes ``path``
-and returns it (as a :class:`~pathlib.Path`).
+Recall accuracy per slice (:func:`plot_slice_accuracy`, grouped bars), and the
+continual-forgetting plots of ``docs/continual_forgetting.md`` §Plots: the lower-triangular
+accuracy matrix, per-task accuracy against step with task boundaries and the min-ACC level,
+retention against lag on a log x-axis, and the needle depth × length heatmap. Every function
+writes ``path`` and returns it (as a :class:`~pathlib.Path`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from memarch.eval.cl_metrics import min_accuracy
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     return fig
@@ -45,6 +45,32 @@ def _annotate(ax, grid: np.ndarray) -> None:
         if np.isfinite(value):
             colour = "white" if value < 0.5 else "black"
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
+
+
+def plot_slice_accuracy(
+    results: Mapping[str, Mapping[tuple[int, int], float]],
+    path: str | Path,
+    *,
+    title: str = "MQAR accuracy",
+) -> Path:
+    """Grouped bar chart of ``results[model][(L, N)] = accuracy``: one group per slice, one bar
+    per model (a missing slice is left empty); saved as PNG at ``path``."""
+    slices = sorted({s for r in results.values() for s in r})
+    x = np.arange(len(slices))
+    width = 0.8 / max(len(results), 1)
+    fig, ax = subplots(1.6 * len(slices) + 3, 4)
+    for i, (name, r) in enumerate(results.items()):
+        ax.bar(x + i * width, [r.get(s, np.nan) for s in slices], width, label=name)
+    ax.set_xticks(x + width * (len(results) - 1) / 2)
+    ax.set_xticklabels([f"L={l}\nN={n}" for l, n in slices])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return Path(path)
 
 
 def plot_accuracy_matrix(
@@ -174,4 +200,11 @@ def plot_needle_heatmap(
     return _save(fig, path)
 
 
-__all__ = ["plot_accuracy_matrix", "plot_needle_heatmap", "plot_retention", "plot_task_curves"]
+__all__ = [
+    "plot_accuracy_matrix",
+    "plot_needle_heatmap",
+    "plot_retention",
+    "plot_slice_accuracy",
+    "plot_task_curves",
+    "subplots",
+]

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from memarch.layers import gates as gate_registry
+from memarch.memory import make_retention
 from memarch.mixers._registry import build
 from memarch.testing import assert_close, rel_rms
 
@@ -221,8 +223,6 @@ def _protocol_checks(mixer, x, tol: float) -> dict[str, float]:
 
 
 def _gate_mixers(name: str) -> list[str]:
-    from memarch.layers import gates as gate_registry
-
     if name in _BUILTIN_GATE_PARAMS:
         return [_BUILTIN_GATE_PARAMS[name][0]]
     entry = gate_registry.gate_entry(name, mixer="gla")  # ValueError if unknown
@@ -350,8 +350,6 @@ def check_retention(
     Raises ``AssertionError`` naming the structure, the check and the measured error; returns
     ``{structure: {check: relative RMS error}}`` when everything passes.
     """
-    from memarch.memory import make_retention
-
     retention = make_retention(name)  # ValueError naming the registered retentions
     with _Stage(f"check_retention({name!r})"):
         _check_projection(name, retention.project)

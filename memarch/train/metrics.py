@@ -28,7 +28,7 @@ class MetricWriter:
         workdir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(workdir / "metrics.jsonl", "a")
         if tensorboard:
-            try:
+            try:  # lazy: tensorboardX is optional and heavy, used only with tensorboard=True
                 from tensorboardX import SummaryWriter
             except ImportError:  # optional: JSONL is always written
                 SummaryWriter = None

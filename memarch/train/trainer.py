@@ -19,44 +19,43 @@ import dataclasses
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
 
 from memarch.data.pipeline import train_examples
-from memarch.eval.mqar import evaluate_mqar
 from memarch.models.lm import LM
 from memarch.train.checkpoint import Checkpointer, abstract_like
-from memarch.train.config import TrainConfig, config_to_json
+from memarch.train.config import TrainConfig
 from memarch.train.distributed import initialize
 from memarch.train.input import BatchLoader
 from memarch.train.mesh import batch_sharding, make_mesh, replicated, tree_shardings
 from memarch.train.metrics import MetricWriter, compiled_flops, mfu
-from memarch.train.optimizer import make_optimizer, make_schedule
-from memarch.train.step import init_state, make_train_step
+from memarch.train.run_dir import CHECKPOINTS_DIR, PARAMS_DIR, save_params, write_run_config
+from memarch.train.setup import make_setup
 from memarch.train.validation import validate
+
+Evaluation = Callable[[LM, int], dict[str, Any]]
+"""``evaluate(model, step) -> metrics``: values are floats or ``{slice: float}`` maps (e.g.
+``{"accuracy": {(L, N): acc}}`` for a recall task, ``{"loss", "accuracy", "tokens"}`` on text);
+:mod:`memarch.eval.periodic` makes the one ``memarch train`` runs."""
 
 
 @dataclasses.dataclass
 class TrainResult:
     model: LM  # the trained model
     history: list[dict[str, float]]  # logged training metrics (step, loss, accuracy, …)
-    evals: list[dict]  # {"step": s, "accuracy": {(L, N): acc}} for each evaluation
+    evals: list[dict]  # {"step": s, **evaluate(model, s)} for each evaluation
     wall_time: float  # seconds spent in the loop (compilation included)
     final_step: int = 0  # the step training stopped at (num_steps unless pre-empted)
     preempted: bool = False  # stopped early by SIGTERM (a checkpoint was saved)
     resumed_from: int | None = None  # the checkpoint step this run started from
-
-
-def build_model(cfg: TrainConfig) -> LM:
-    if cfg.model.vocab_size < cfg.data.vocab_size:
-        raise ValueError(
-            f"model.vocab_size ({cfg.model.vocab_size}) must be >= data.vocab_size "
-            f"({cfg.data.vocab_size})"
-        )
-    return LM(cfg.model, rngs=nnx.Rngs(cfg.seed))
 
 
 class _Preemption:
@@ -79,8 +78,6 @@ class _Preemption:
 
     def check(self, step: int) -> bool:
         if self._sync_point:
-            from jax.experimental import multihost_utils
-
             try:
                 return bool(multihost_utils.reached_preemption_sync_point(step))
             except Exception:  # no pre-emption service in this job: local flag only
@@ -104,18 +101,10 @@ def _mean_row(window: list[dict]) -> dict[str, float]:
     return row
 
 
-def evaluate(model: LM, cfg: TrainConfig, step: int) -> dict:
-    """The task's evaluation: ``{"step", "accuracy": {(L, N): acc}}`` for MQAR,
-    ``{"step", "loss", "accuracy", "tokens"}`` on held-out text."""
-    if cfg.data.task == "text":
-        from memarch.eval.text import evaluate_text
-
-        return {"step": step, **evaluate_text(model, cfg.data)}
-    return {"step": step, "accuracy": evaluate_mqar(model, cfg.data)}
-
-
 def eval_row(result: dict) -> dict:
-    """One metrics row (``eval/…`` keys) of an :func:`evaluate` result."""
+    """One metrics row (``eval/…`` keys) of a ``TrainResult.evals`` entry: ``{"step": s,
+    "accuracy": {(L, N): a}}`` becomes ``{"step": s, "eval/L{L}_N{N}": a}``, a float ``x`` under
+    ``key`` becomes ``eval/key``."""
     row = {"step": result["step"]}
     for key, value in result.items():
         if isinstance(value, dict):
@@ -131,9 +120,15 @@ def train(
     workdir: str | Path | None = None,
     progress: bool = False,
     resume: bool = False,
-    log=print,
+    log: Callable[[str], None] = print,
+    evaluate: Evaluation | None = None,
 ) -> TrainResult:
     """Trains ``cfg`` for ``cfg.num_steps`` steps; returns the model and its metrics.
+
+    ``evaluate(model, step)`` runs every ``cfg.eval_every`` steps and at the last step; its
+    results, with ``"step"`` added, are ``TrainResult.evals`` and ``eval/…`` metric rows
+    (``None``: no evaluation; ``memarch train`` passes
+    :func:`memarch.eval.periodic.periodic_evaluation`).
 
     With ``workdir``: the resolved config (``config.json``), metrics (``metrics.jsonl``,
     ``tensorboard/``), orbax checkpoints (``checkpoints/``) and the final parameters
@@ -147,25 +142,19 @@ def train(
         raise ValueError("resume needs a workdir (or checkpoint.directory) to resume from")
 
     mesh = make_mesh(cfg.mesh)
-    tx = make_optimizer(cfg.optim, cfg.num_steps)
-    schedule = make_schedule(cfg.optim, cfg.num_steps)
-    graphdef = nnx.split(nnx.eval_shape(lambda: build_model(cfg)), nnx.Param)[0]
-
-    def fresh_state():
-        return init_state(build_model(cfg), tx, cfg.seed)
-
-    abstract = jax.eval_shape(fresh_state)
+    setup = make_setup(cfg)
+    schedule, graphdef = setup.schedule, setup.graphdef
+    abstract = setup.abstract_state()
     shardings = tree_shardings(cfg.mesh, mesh, abstract)
     loader = BatchLoader(examples, cfg.batch_size, batch_sharding(cfg.mesh, mesh))
 
     run_dir = Path(workdir) if workdir is not None else None
     is_main = jax.process_index() == 0
     if run_dir is not None and is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(config_to_json(cfg))
+        write_run_config(run_dir, cfg)
     ckpt = None
     if cfg.checkpoint.directory or run_dir is not None:
-        ckpt = Checkpointer(cfg.checkpoint.directory or run_dir / "checkpoints", cfg.checkpoint)
+        ckpt = Checkpointer(cfg.checkpoint.directory or run_dir / CHECKPOINTS_DIR, cfg.checkpoint)
 
     state, start, resumed_from = None, 0, None
     if resume and ckpt is not None and ckpt.latest_step() is not None:
@@ -174,17 +163,9 @@ def train(
         start = int(meta["data"]["next_step"])
         log(f"{cfg.name}: resumed from checkpoint {resumed_from} in {ckpt.directory}")
     if state is None:
-        state = jax.jit(fresh_state, out_shardings=shardings)()
+        state = jax.jit(setup.fresh_state, out_shardings=shardings)()
 
-    step_fn = make_train_step(
-        graphdef,
-        tx,
-        grad_accum_steps=cfg.grad_accum_steps,
-        compute_dtype=cfg.compute_dtype,
-        skip_nonfinite=cfg.on_nonfinite == "skip",
-        state_shardings=shardings,
-        batch_shardings=loader.sharding,
-    )
+    step_fn = setup.train_step(state_shardings=shardings, batch_shardings=loader.sharding)
     compiled = step_fn.lower(abstract_like(abstract, shardings), loader.abstract()).compile()
     flops = compiled_flops(compiled)
     seq_tokens = int(np.prod(loader.shapes["inputs"]))
@@ -198,8 +179,6 @@ def train(
     steps = range(start, cfg.num_steps)
     bar = None
     if progress and is_main:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=cfg.num_steps, initial=start, desc=cfg.name, leave=False)
 
     def model_of(params):
@@ -248,7 +227,9 @@ def train(
                 do_ckpt = ckpt is not None and (
                     (cfg.checkpoint.every and done % cfg.checkpoint.every == 0) or last
                 )
-                do_eval = (cfg.eval_every and done % cfg.eval_every == 0) or last
+                do_eval = evaluate is not None and (
+                    (cfg.eval_every and done % cfg.eval_every == 0) or last
+                )
                 stop = preemption.check(done)
                 if not (do_log or do_ckpt or do_eval or stop):
                     continue
@@ -274,7 +255,7 @@ def train(
                 if do_ckpt or (stop and ckpt is not None):
                     save(done)
                 if do_eval:
-                    evals.append(evaluate(model_of(state["params"]), cfg, done))
+                    evals.append({"step": done, **evaluate(model_of(state["params"]), done)})
                     writer.write(eval_row(evals[-1]))
                 window_excluded += time.perf_counter() - t0
                 if stop and not last:
@@ -293,7 +274,7 @@ def train(
     model = nnx.merge(graphdef, state["params"])
     wall = time.perf_counter() - start_time
     if run_dir is not None and not preempted:
-        save_params(model, run_dir / "params")
+        save_params(model, run_dir / PARAMS_DIR)
     return TrainResult(
         model=model,
         history=history,
@@ -305,28 +286,4 @@ def train(
     )
 
 
-def save_params(model: nnx.Module, path: Path) -> None:
-    """Saves the model's parameters with orbax (atomic: written to a temp dir, then renamed)."""
-    import orbax.checkpoint as ocp
-
-    path = Path(path).absolute()
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(path, nnx.state(model, nnx.Param), force=True)
-
-
-def load_params(model: nnx.Module, path: Path) -> nnx.Module:
-    """Restores parameters saved by :func:`save_params` into ``model`` (any mesh: the
-    parameters land with ``model``'s current shardings)."""
-    import orbax.checkpoint as ocp
-
-    path = Path(path).absolute()
-    if not path.exists():
-        raise ValueError(f"no saved parameters at {str(path)!r}")
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-        nnx.state(model, nnx.Param),
-    )
-    with ocp.StandardCheckpointer() as ckpt:
-        restored = ckpt.restore(path, abstract)
-    nnx.update(model, restored)
-    return model
+__all__ = ["Evaluation", "TrainResult", "eval_row", "train"]

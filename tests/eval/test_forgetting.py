@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import memarch.train.setup as train_setup
 from memarch.data.fact_stream import FactStream, FactStreamConfig
 from memarch.data.overwrite_stream import (
     UNSET,
@@ -159,12 +160,10 @@ def test_two_task_fact_stream_gives_the_accuracy_matrix():
 
 
 def test_bad_parameters_fail_before_any_training(monkeypatch):
-    import memarch.train.step as step_module
-
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(step_module, "make_train_step", no_training)
+    monkeypatch.setattr(train_setup, "make_train_step", no_training)
     stream = FactStream(FACTS, seed=0)
     with pytest.raises(ValueError, match="eval_every must be an int >= 1"):
         continual_fact_training(TINY, stream, eval_every=0)

@@ -5,6 +5,7 @@ from memarch.eval.plots import (
     plot_accuracy_matrix,
     plot_needle_heatmap,
     plot_retention,
+    plot_slice_accuracy,
     plot_task_curves,
 )
 
@@ -56,3 +57,11 @@ def test_bad_plot_inputs_raise():
         plot_task_curves([0, 1], [[0.1], [0.2]], [1, 2], "x.png")
     with pytest.raises(ValueError, match="at least one"):
         plot_needle_heatmap({}, "x.png")
+
+
+def test_slice_accuracy_bars(tmp_path):
+    results = {"a": {(16, 2): 1.0, (24, 3): 0.5}, "b": {(16, 2): 0.25}}
+    path = tmp_path / "p.png"
+    plot_slice_accuracy(results, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert np.isfinite(path.stat().st_size)

@@ -82,13 +82,14 @@ def test_config_errors_name_the_field(overrides, match):
 
 
 def test_config_errors_fail_before_compilation(monkeypatch):
+    import memarch.train.setup as train_setup
     import memarch.train.trainer as trainer
 
     def compiled(*a, **k):
         raise AssertionError("got as far as building the mesh / compiling")
 
     monkeypatch.setattr(trainer, "make_mesh", compiled)
-    monkeypatch.setattr(trainer, "make_train_step", compiled)
+    monkeypatch.setattr(train_setup, "make_train_step", compiled)
     for overrides, match in [
         (["mesh.data=2"], "need a multiple of 2 devices; there are 1"),
         (["data.train_slices=[(16, 9)]"], "vocab_size"),

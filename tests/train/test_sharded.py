@@ -17,6 +17,7 @@ from tiny_run import TINY, params_to_numpy, run
 
 from memarch.train.checkpoint import Checkpointer, abstract_like
 from memarch.train.mesh import make_mesh, tree_shardings
+from memarch.train.setup import make_setup
 from memarch.train.trainer import train
 
 MESH_222 = ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
@@ -60,14 +61,7 @@ def test_eight_devices_follow_one_device_and_restore_on_another_mesh(one_device_
     ckpt = Checkpointer(work / "checkpoints", TINY.checkpoint)
     assert ckpt.all_steps() == [10, 20]
     mesh = make_mesh(TINY.mesh)
-    from memarch.train.optimizer import make_optimizer
-    from memarch.train.step import init_state
-    from memarch.train.trainer import build_model
-
-    tx = make_optimizer(TINY.optim, TINY.num_steps)
-    import jax
-
-    abstract = jax.eval_shape(lambda: init_state(build_model(TINY), tx, TINY.seed))
+    abstract = make_setup(TINY).abstract_state()
     state, meta = ckpt.restore(
         20, abstract_like(abstract, tree_shardings(TINY.mesh, mesh, abstract))
     )

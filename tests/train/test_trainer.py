@@ -5,10 +5,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from memarch.eval.mqar import evaluate_mqar
+from memarch.eval.periodic import periodic_evaluation
+from memarch.eval.recall import evaluate_slices
 from memarch.models import LMConfig
 from memarch.train.config import DataConfig, OptimConfig, TrainConfig
-from memarch.train.trainer import build_model, load_params, train
+from memarch.train.run_dir import load_params
+from memarch.train.setup import build_model
+from memarch.train.trainer import train
 
 SMALL = TrainConfig(
     name="mqar_small",
@@ -35,14 +38,14 @@ SMALL = TrainConfig(
 
 
 def test_two_layer_attention_learns_mqar(tmp_path):
-    res = train(SMALL, workdir=tmp_path)
+    res = train(SMALL, workdir=tmp_path, evaluate=periodic_evaluation(SMALL))
     acc = res.evals[-1]["accuracy"][(32, 4)]
     assert acc >= 0.95, f"accuracy {acc:.3f} after {SMALL.num_steps} steps"
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     # the run directory has the resolved config, metrics and parameters, and they restore
     assert (tmp_path / "config.json").exists() and (tmp_path / "metrics.jsonl").exists()
     restored = load_params(build_model(SMALL), tmp_path / "params")
-    assert evaluate_mqar(restored, SMALL.data) == res.evals[-1]["accuracy"]
+    assert evaluate_slices(restored, SMALL.data) == res.evals[-1]["accuracy"]
 
 
 def test_short_run_is_deterministic():

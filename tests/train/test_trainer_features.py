@@ -12,6 +12,7 @@ from tiny_run import TINY
 
 import memarch.train.trainer as trainer
 from memarch.cli import main
+from memarch.eval.periodic import periodic_evaluation
 from memarch.train.config import apply_overrides
 
 SHORT = dataclasses.replace(TINY, num_steps=4)
@@ -26,7 +27,8 @@ def short_run(tmp_path_factory):
     """SHORT in float32, writing TensorBoard files and an MFU estimate to a run directory."""
     work = tmp_path_factory.mktemp("short")
     cfg = dataclasses.replace(SHORT, tensorboard=True, peak_tflops=1.0)
-    return trainer.train(cfg, workdir=work, log=lambda s: None), work
+    res = trainer.train(cfg, workdir=work, log=lambda s: None, evaluate=periodic_evaluation(cfg))
+    return res, work
 
 
 def test_grad_accumulation_matches_the_full_batch(short_run):
