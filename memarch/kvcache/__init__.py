@@ -19,7 +19,7 @@ from memarch.kvcache.losses import (
 )
 from memarch.kvcache.policies import (
     H2O,
-    POLICIES,
+    EVICTION_POLICIES,
     TOVA,
     EvictionPolicy,
     GlobalRetentionEviction,
@@ -32,7 +32,7 @@ from memarch.kvcache.policies import (
 __all__ = [
     "GATE_PARAMS",
     "H2O",
-    "POLICIES",
+    "EVICTION_POLICIES",
     "TOVA",
     "EvictionPolicy",
     "GlobalRetentionEviction",
