@@ -17,7 +17,7 @@ from memarch.train.retention import gate_optimizer, gate_train_step, trimkv_obje
 
 def tiny_lm(**trim):
     opts = {"trimkv": {"gate_bias": 2.0, "gate_hidden": 8, "capacity_budget": 3.0, **trim}}
-    cfg = LMConfig(vocab_size=16, d_model=32, num_heads=2, pattern="KA", mixer_options=opts)
+    cfg = LMConfig(vocab_size=16, d_model=32, num_heads=2, pattern="KA", mixers=opts)
     return LM(cfg, rngs=nnx.Rngs(0))
 
 
