@@ -25,13 +25,13 @@ import difflib
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
-class Entry(Generic[T]):
+class Entry[T]:
     """One registered name: its value, metadata and whether it is a built-in."""
 
     name: str
@@ -46,7 +46,7 @@ def did_you_mean(name: str, accepted: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-class Registry(Generic[T]):
+class Registry[T]:
     """Name -> value, with metadata per entry.
 
     ``kind`` names the family in error messages ("mixer", "eviction policy", ...).

@@ -33,8 +33,9 @@ def test_register_call_and_decorator_forms_and_metadata():
 
 def test_get_names_available_and_closest():
     with pytest.raises(
-        ValueError, match=r"unknown widget 'alpah' \(did you mean 'alpha'\?\); available: "
-        r"\['alpha', 'beta'\]"
+        ValueError,
+        match=r"unknown widget 'alpah' \(did you mean 'alpha'\?\); available: "
+        r"\['alpha', 'beta'\]",
     ):
         _fresh().get("alpah")
     with pytest.raises(ValueError, match=r"^size must be one of \['alpha', 'beta'\]; got 'x'$"):
@@ -88,8 +89,11 @@ def test_build_options_checks_names_and_types():
     )
     assert opts == _Options(scale=2.0, sizes=(1, 2), inner=_Inner(3))
     assert isinstance(opts.scale, float)
-    with pytest.raises(ValueError, match=r"unknown option 'widht' \(model\.x\.widht\) "
-                       r"\(did you mean 'width'\?\); accepted options: \['width'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown option 'widht' \(model\.x\.widht\) "
+        r"\(did you mean 'width'\?\); accepted options: \['width'",
+    ):
         build_options(_Options, {"widht": 3}, where="model.x")
     with pytest.raises(ValueError, match=r"model\.x\.width expects int; got 'three' \(str\)"):
         build_options(_Options, {"width": "three"}, where="model.x")

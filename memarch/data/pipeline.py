@@ -16,7 +16,6 @@ from memarch.data.tasks import mqar_config as mqar_config  # re-exported
 from memarch.data.tasks import needle_config as needle_config  # re-exported
 
 
-
 def data_task_names() -> tuple[str, ...]:
     """Every value ``data.task`` accepts: the registered recall tasks and ``"text"``."""
     return (*RECALL_TASKS.available(), "text")

@@ -255,73 +255,73 @@ RECALL_TASKS.register("passkey", _needle_spec("passkey", passkey_config, "digits
 RECALL_TASKS.register(
     "selective_copy",
     TaskSpec(
-    name="selective_copy",
-    slice_names=("L", "tokens"),
-    build=lambda cfg, length, n: selective_copy.SelectiveCopyConfig(
-        vocab_size=cfg.vocab_size, seq_len=length, num_tokens=n
+        name="selective_copy",
+        slice_names=("L", "tokens"),
+        build=lambda cfg, length, n: selective_copy.SelectiveCopyConfig(
+            vocab_size=cfg.vocab_size, seq_len=length, num_tokens=n
+        ),
+        source=selective_copy.SelectiveCopySource,
+        chance=selective_copy.chance_accuracy,
+        answer_tokens=selective_copy.answer_tokens,
+        oracle=selective_copy.oracle_predictions,
+        prompt_len=lambda c: c.prompt_len - 1,
     ),
-    source=selective_copy.SelectiveCopySource,
-    chance=selective_copy.chance_accuracy,
-    answer_tokens=selective_copy.answer_tokens,
-    oracle=selective_copy.oracle_predictions,
-    prompt_len=lambda c: c.prompt_len - 1,
-),
 )
 RECALL_TASKS.register(
     "induction",
     TaskSpec(
-    name="induction",
-    slice_names=("L", "triggers"),
-    build=lambda cfg, length, n: induction.InductionConfig(
-        vocab_size=cfg.vocab_size, seq_len=length, num_triggers=n
+        name="induction",
+        slice_names=("L", "triggers"),
+        build=lambda cfg, length, n: induction.InductionConfig(
+            vocab_size=cfg.vocab_size, seq_len=length, num_triggers=n
+        ),
+        source=induction.InductionSource,
+        chance=induction.chance_accuracy,
+        answer_tokens=induction.answer_tokens,
+        oracle=induction.oracle_predictions,
+        prompt_len=lambda c: c.prompt_len,
     ),
-    source=induction.InductionSource,
-    chance=induction.chance_accuracy,
-    answer_tokens=induction.answer_tokens,
-    oracle=induction.oracle_predictions,
-    prompt_len=lambda c: c.prompt_len,
-),
 )
 RECALL_TASKS.register(
     "set_disjointness",
     TaskSpec(
-    name="set_disjointness",
-    slice_names=("first", "second"),
-    build=lambda cfg, a, b: set_disjointness.SetDisjointnessConfig(
-        vocab_size=cfg.vocab_size, first_len=a, second_len=b, num_passes=cfg.num_passes
+        name="set_disjointness",
+        slice_names=("first", "second"),
+        build=lambda cfg, a, b: set_disjointness.SetDisjointnessConfig(
+            vocab_size=cfg.vocab_size, first_len=a, second_len=b, num_passes=cfg.num_passes
+        ),
+        source=set_disjointness.SetDisjointnessSource,
+        chance=set_disjointness.chance_accuracy,
+        answer_tokens=set_disjointness.answer_tokens,
+        oracle=set_disjointness.oracle_predictions,
+        prompt_len=lambda c: c.seq_len - 1,
     ),
-    source=set_disjointness.SetDisjointnessSource,
-    chance=set_disjointness.chance_accuracy,
-    answer_tokens=set_disjointness.answer_tokens,
-    oracle=set_disjointness.oracle_predictions,
-    prompt_len=lambda c: c.seq_len - 1,
-),
 )
 RECALL_TASKS.register(
     "overwrite_stream",
     TaskSpec(
-    name="overwrite_stream",
-    slice_names=("L", "keys"),
-    build=overwrite_stream_config,
-    source=overwrite_stream.OverwriteStreamSource,
-    chance=overwrite_stream.chance_accuracy,
-    answer_tokens=overwrite_stream_answer_tokens,
-    oracle=overwrite_stream_oracle,
-    prompt_len=lambda c: 2,  # the first event (a query needs a written key)
-),
+        name="overwrite_stream",
+        slice_names=("L", "keys"),
+        build=overwrite_stream_config,
+        source=overwrite_stream.OverwriteStreamSource,
+        chance=overwrite_stream.chance_accuracy,
+        answer_tokens=overwrite_stream_answer_tokens,
+        oracle=overwrite_stream_oracle,
+        prompt_len=lambda c: 2,  # the first event (a query needs a written key)
+    ),
 )
 RECALL_TASKS.register(
     "segmented_recall",
     TaskSpec(
-    name="segmented_recall",
-    slice_names=("segments", "C"),
-    build=segmented_recall_config,
-    source=segmented_recall.SegmentedRecallSource,
-    chance=segmented_recall.chance_accuracy,
-    answer_tokens=lambda c: np.arange(c.vocab_size // 2, c.vocab_size, dtype=np.int32),
-    oracle=segmented_recall_oracle,
-    prompt_len=lambda c: 2 * c.facts_per_segment,  # the first segment's writes
-),
+        name="segmented_recall",
+        slice_names=("segments", "C"),
+        build=segmented_recall_config,
+        source=segmented_recall.SegmentedRecallSource,
+        chance=segmented_recall.chance_accuracy,
+        answer_tokens=lambda c: np.arange(c.vocab_size // 2, c.vocab_size, dtype=np.int32),
+        oracle=segmented_recall_oracle,
+        prompt_len=lambda c: 2 * c.facts_per_segment,  # the first segment's writes
+    ),
 )
 RECALL_TASKS.seal()
 

@@ -1,4 +1,5 @@
-"""Pluggable decay gates (the learned log-decay projections) for the gated linear-attention mixers (``gla``, ``gated_deltanet``).
+"""Pluggable decay gates (learned log-decay projections) of the gated linear-attention mixers
+(``gla``, ``gated_deltanet``).
 
 A decay gate maps the layer input to the log decay of the recurrence
 ``S_t = Diag(exp(g_t)) S_{t−1} + (write)``:

@@ -19,10 +19,10 @@ from memarch.memory.engine import (
     memory_forward,
     memory_read,
 )
-from memarch.memory.write_gates import MemoryGates
 from memarch.memory.retention import RETENTIONS, make_retention
 from memarch.memory.rules import RULES
 from memarch.memory.structures import STRUCTURES, make_structure
+from memarch.memory.write_gates import MemoryGates
 
 __all__ = [
     "BIASES",

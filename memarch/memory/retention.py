@@ -69,20 +69,16 @@ def _soft_threshold(a: jax.Array, gamma: float) -> jax.Array:
 
 
 # name -> leaf-map factory; metadata decays (uses γ) and options (the factory's keywords)
-RETENTIONS: Registry[Callable[..., Callable[[jax.Array], jax.Array] | None]] = Registry(
-    "retention"
-)
+RETENTIONS: Registry[Callable[..., Callable[[jax.Array], jax.Array] | None]] = Registry("retention")
 RETENTIONS.register("none", lambda: None, decays=False, options=())
 RETENTIONS.register("decay", lambda: None, decays=True, options=())
+RETENTIONS.register("lq", lambda q: lambda a: _lq_normalise(a, q), decays=True, options=("q",))
 RETENTIONS.register(
-    "lq", lambda q: (lambda a: _lq_normalise(a, q)), decays=True, options=("q",)
-)
-RETENTIONS.register(
-    "kl_softmax", lambda scale: (lambda a: _softmax_rows(a, scale)), decays=True, options=("scale",)
+    "kl_softmax", lambda scale: lambda a: _softmax_rows(a, scale), decays=True, options=("scale",)
 )
 RETENTIONS.register(
     "elastic_net",
-    lambda threshold: (lambda a: _soft_threshold(a, threshold)),
+    lambda threshold: lambda a: _soft_threshold(a, threshold),
     decays=True,
     options=("threshold",),
 )
@@ -129,9 +125,7 @@ def register_retention(
     def deco(leaf_map: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
         if not callable(leaf_map):
             raise ValueError(f"retention {name!r}: the projection must be callable")
-        RETENTIONS.register(
-            name, lambda: leaf_map, replace=True, decays=bool(decays), options=()
-        )
+        RETENTIONS.register(name, lambda: leaf_map, replace=True, decays=bool(decays), options=())
         return leaf_map
 
     return deco

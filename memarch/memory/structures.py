@@ -117,9 +117,7 @@ def mlp_structure(
 # name -> factory; metadata ``options``: the factory's keyword options (MemoryConfig fields)
 STRUCTURES: Registry[Callable[..., Structure]] = Registry("memory structure")
 STRUCTURES.register("linear", linear_structure, options=())
-STRUCTURES.register(
-    "mlp", mlp_structure, options=("depth", "expansion", "activation", "residual")
-)
+STRUCTURES.register("mlp", mlp_structure, options=("depth", "expansion", "activation", "residual"))
 STRUCTURES.seal()
 
 

@@ -9,8 +9,9 @@ SiLU first):
   ``dt_bias = softplus⁻¹(dt)``, dt log-uniform in [1e-3, 1e-1] (Mamba-2's initialisation).
 
 ``gate="mamba2"`` (default) is that decay; any other ``gate`` names a per-head decay gate
-registered with :func:`memarch.layers.decay_gates.register_decay_gate` (``log α_t = gate(x)_t``), which
-replaces ``W_a``, ``A_log`` and ``dt_bias`` (``dt_min``/``dt_max`` then do nothing).
+registered with :func:`memarch.layers.decay_gates.register_decay_gate`
+(``log α_t = gate(x)_t``), which replaces ``W_a``, ``A_log`` and ``dt_bias`` (``dt_min``/``dt_max``
+then do nothing).
 
 ``β_t = σ(W_β x_t)``, or ``2σ(·)`` with ``allow_neg_eigval`` (eigenvalues of the transition
 in (−1, 1)). Output: ``o_proj(RMSNorm(o) ⊙ silu(W_g x))``.

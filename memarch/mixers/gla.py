@@ -5,9 +5,9 @@
 ``g_t = logsigmoid(W₂ W₁ x_t + b₂) / τ`` (rank 16, τ = 16 as in flash-linear-attention),
 optionally clamped below; ``gate="head"`` gives one decay per head (the RetNet / Mamba-2 style
 scalar gate) instead of one per key channel; any other ``gate`` names a decay gate registered
-with :func:`memarch.layers.decay_gates.register_decay_gate`, which then replaces the low-rank projection
-(the ``gate_*`` options apply to the two built-ins only). Unlike FLA's default, the short conv
-is on (kernel 4), as in every mixer of this family here; set ``short_conv=0`` for the original.
+with :func:`memarch.layers.decay_gates.register_decay_gate`, which then replaces the low-rank
+projection (the ``gate_*`` options apply to the two built-ins only). Unlike FLA's default, the
+short conv is on (kernel 4), as in every mixer of this family here; set ``short_conv=0`` for the original.
 """
 
 from __future__ import annotations

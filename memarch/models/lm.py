@@ -36,7 +36,9 @@ from memarch.registry import build_options, did_you_mean
 def _mixer_options(mixers_field: Any) -> dict[str, Any]:
     """``{name: options dataclass}`` from ``{name: dataclass | mapping}``, checked."""
     if not isinstance(mixers_field, dict):
-        raise ValueError(f"model.mixers must be a dict of mixer name -> options; got {mixers_field!r}")
+        raise ValueError(
+            f"model.mixers must be a dict of mixer name -> options; got {mixers_field!r}"
+        )
     out = {}
     for name, options in mixers_field.items():
         known = mixers.available()
@@ -93,7 +95,9 @@ class LMConfig:
     def __post_init__(self):
         object.__setattr__(self, "mixers", _mixer_options(self.mixers))
         if not isinstance(self.layers, dict):
-            raise ValueError(f"model.layers must be a dict of layer index -> options; got {self.layers!r}")
+            raise ValueError(
+                f"model.layers must be a dict of layer index -> options; got {self.layers!r}"
+            )
         if not self.layers:
             return
         names = self.layer_names()

@@ -195,7 +195,9 @@ def _set(cfg: Any, path: list[str], value: Any, full: str, root: Any) -> Any:
         raise ValueError(f"unknown config key {full!r}{hint}")
     current = getattr(cfg, name)
     if len(path) > 1:
-        if isinstance(current, dict):  # e.g. model.mixers.<name>.<option>, model.layers.<i>.<option>
+        if isinstance(
+            current, dict
+        ):  # e.g. model.mixers.<name>.<option>, model.layers.<i>.<option>
             key = path[1]
             if key not in current and key.isdigit() and int(key) in current:
                 key = int(key)  # model.layers.3 addresses the entry of layer index 3

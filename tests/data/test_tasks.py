@@ -19,8 +19,7 @@ from memarch.data.pipeline import (
     train_dataset,
 )
 from memarch.data.source import IGNORE_INDEX
-from memarch.data.tasks import RECALL_TASKS
-from memarch.data.tasks import get_task, slice_config, uniform_predictions
+from memarch.data.tasks import RECALL_TASKS, get_task, slice_config, uniform_predictions
 from memarch.eval.recall import accuracy
 
 # one small data section per task: (data config, two slices)

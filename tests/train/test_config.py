@@ -111,13 +111,22 @@ def test_per_mixer_and_per_layer_overrides():
     "item,match",
     [
         ("model.mixers.moneta.p=three", r"model\.mixers\.moneta\.p expects float; got 'three'"),
-        ("model.mixers.glx.chunk_size=3", r"model\.mixers\.glx: unknown mixer 'glx' "
-         r"\(did you mean 'gla'\?\); available mixers: \[.*'gla'"),
-        ("model.mixers.gla.chunk_sise=3", r"unknown option 'chunk_sise' "
-         r"\(model\.mixers\.gla\.chunk_sise\) \(did you mean 'chunk_size'\?\); accepted"),
+        (
+            "model.mixers.glx.chunk_size=3",
+            r"model\.mixers\.glx: unknown mixer 'glx' "
+            r"\(did you mean 'gla'\?\); available mixers: \[.*'gla'",
+        ),
+        (
+            "model.mixers.gla.chunk_sise=3",
+            r"unknown option 'chunk_sise' "
+            r"\(model\.mixers\.gla\.chunk_sise\) \(did you mean 'chunk_size'\?\); accepted",
+        ),
         ("model.layers.2.window=8", r"model\.layers\.2: layer index must be an int in \[0, 2\)"),
-        ("model.layers.1.windw=8", r"unknown option 'windw' \(model\.layers\.1\.windw\) "
-         r"\(did you mean 'window'\?\)"),
+        (
+            "model.layers.1.windw=8",
+            r"unknown option 'windw' \(model\.layers\.1\.windw\) "
+            r"\(did you mean 'window'\?\)",
+        ),
         ("model.layers.1.window=wide", r"model\.layers\.1\.window expects int \| None"),
     ],
 )
