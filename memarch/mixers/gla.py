@@ -7,7 +7,8 @@ optionally clamped below; ``gate="head"`` gives one decay per head (the RetNet /
 scalar gate) instead of one per key channel; any other ``gate`` names a decay gate registered
 with :func:`memarch.layers.decay_gates.register_decay_gate`, which then replaces the low-rank
 projection (the ``gate_*`` options apply to the two built-ins only). Unlike FLA's default, the
-short conv is on (kernel 4), as in every mixer of this family here; set ``short_conv=0`` for the original.
+short conv is on (kernel 4), as in every mixer of this family here; set ``short_conv=0`` for
+the original.
 """
 
 from __future__ import annotations
