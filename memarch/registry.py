@@ -30,6 +30,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+_DECORATE = object()  # Registry.register without a value: the decorator form
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry[T]:
     """One registered name: its value, metadata and whether it is a built-in."""
@@ -63,7 +66,7 @@ class Registry[T]:
         self._check = check
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, value: Any = None, /, *, replace: bool = False, **metadata):
+    def register(self, name: str, value: Any = _DECORATE, /, *, replace: bool = False, **metadata):
         """Registers ``value`` under ``name``; without ``value``, returns a decorator that
         registers what it decorates (and returns it unchanged).
 
@@ -86,7 +89,7 @@ class Registry[T]:
             self._entries[name] = Entry(name, obj, types.MappingProxyType(dict(metadata)))
             return obj
 
-        return deco if value is None else deco(value)
+        return deco if value is _DECORATE else deco(value)
 
     def seal(self) -> None:
         """Marks every entry registered so far as built-in (never replaced nor removed)."""

@@ -12,6 +12,7 @@ from memarch.registry import Registry, build_options, matches_type
 def _fresh() -> Registry:
     reg = Registry("widget")
     reg.register("alpha", 1, size=3)  # call form
+    reg.register("empty", None, size=0)  # None is a value too (e.g. a gate built into a mixer)
     reg.seal()  # alpha is the built-in
 
     @reg.register("beta", size=5)  # decorator form
@@ -23,10 +24,10 @@ def _fresh() -> Registry:
 
 def test_register_call_and_decorator_forms_and_metadata():
     reg = _fresh()
-    assert reg.available() == ["alpha", "beta"] and list(reg) == ["alpha", "beta"]
+    assert reg.available() == ["alpha", "beta", "empty"] and reg.get("empty") is None
     assert reg.get("alpha") == 1 and reg.get("beta")() == 2
     assert reg.metadata("alpha")["size"] == 3 and reg.metadata("beta")["size"] == 5
-    assert reg.builtins() == ["alpha"] and "beta" in reg and len(reg) == 2
+    assert reg.builtins() == ["alpha", "empty"] and "beta" in reg and len(reg) == 3
     with pytest.raises(TypeError):
         reg.metadata("alpha")["size"] = 4  # read-only
 
@@ -35,15 +36,19 @@ def test_get_names_available_and_closest():
     with pytest.raises(
         ValueError,
         match=r"unknown widget 'alpah' \(did you mean 'alpha'\?\); available: "
-        r"\['alpha', 'beta'\]",
+        r"\['alpha', 'beta', 'empty'\]",
     ):
         _fresh().get("alpah")
-    with pytest.raises(ValueError, match=r"^size must be one of \['alpha', 'beta'\]; got 'x'$"):
+    with pytest.raises(
+        ValueError, match=r"^size must be one of \['alpha', 'beta', 'empty'\]; got 'x'$"
+    ):
         _fresh().choice("size", "x")
 
 
 def test_duplicates_builtins_and_replace():
     reg = _fresh()
+    reg.unregister("beta")
+    reg.register("beta", 2)
     with pytest.raises(ValueError, match="'beta' is already registered"):
         reg.register("beta", 3)
     reg.register("beta", 3, replace=True, size=6)
@@ -53,7 +58,7 @@ def test_duplicates_builtins_and_replace():
     with pytest.raises(ValueError, match="built-in and cannot be removed"):
         reg.unregister("alpha")
     reg.unregister("beta")
-    assert reg.available() == ["alpha"]
+    assert reg.available() == ["alpha", "empty"]
     with pytest.raises(ValueError, match="non-empty str"):
         reg.register("", 1)
 
