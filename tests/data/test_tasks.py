@@ -63,6 +63,23 @@ def test_every_task_is_registered_and_trainable():
         get_task("mqr")
 
 
+def test_user_task_is_registered_beside_the_builtins():
+    """A task registered outside memarch is accepted by data.task and the pipeline alike."""
+    spec = dataclasses.replace(get_task("mqar"), name="t_my_mqar")
+    RECALL_TASKS.register("t_my_mqar", spec)
+    try:
+        assert "t_my_mqar" in data_task_names() and get_task("t_my_mqar") is spec
+        data = dataclasses.replace(DATA["mqar"], task="t_my_mqar")
+        mine = slice_source(data, *data.train_slices[0], seed=1, num_examples=2)
+        ref = slice_source(DATA["mqar"], *data.train_slices[0], seed=1, num_examples=2)
+        np.testing.assert_array_equal(mine[1]["inputs"], ref[1]["inputs"])
+        with pytest.raises(ValueError, match="built-in task"):
+            RECALL_TASKS.register("mqar", spec, replace=True)
+    finally:
+        RECALL_TASKS.unregister("t_my_mqar")
+    assert "t_my_mqar" not in data_task_names()
+
+
 @pytest.mark.parametrize("name", RECALL_TASKS.available())
 def test_oracle_scores_one_and_uniform_scores_chance(name):
     data = DATA[name]
