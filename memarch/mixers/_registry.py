@@ -84,7 +84,7 @@ def build(name: str, *, d_model: int, num_heads: int, rngs: nnx.Rngs, **options:
     config = options.pop("config", None)
     if config is None:
         config = make_config(name, **options)
-    elif options or not isinstance(config, config_class(name)):
+    elif options or type(config) is not config_class(name):
         raise ValueError(
             f"mixer {name!r}: pass either config= (a {config_class(name).__name__}) or options"
         )

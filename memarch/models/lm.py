@@ -48,7 +48,7 @@ def _mixer_options(mixers_field: Any) -> dict[str, Any]:
                 f"available mixers: {known}"
             )
         cls = mixers.config_class(name)
-        if isinstance(options, cls):
+        if type(options) is cls:
             out[name] = options
         elif dataclasses.is_dataclass(options):
             raise ValueError(
@@ -110,23 +110,24 @@ class LMConfig:
                 raise ValueError(
                     f"model.layers.{key} must be a dict of {names[i]} options; got {overrides!r}"
                 )
-            base = self.mixers.get(names[i]) or mixers.config_class(names[i])()
+            base = self._mixer_base(names[i])
             fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
-            for key2 in overrides:  # unknown names first, so the error names the layer's key
-                if key2 not in fields:
-                    build_options(type(base), {key2: None}, where=f"model.layers.{i}")
-            resolved = build_options(
-                type(base), {**fields, **overrides}, where=f"model.layers.{i}"
-            )  # checks the value types and the mixer's own validation
+            # checks the option names and value types, then the mixer's own validation
+            resolved = build_options(type(base), {**fields, **overrides}, where=f"model.layers.{i}")
             layers[i] = {k: getattr(resolved, k) for k in overrides}
         object.__setattr__(self, "layers", dict(sorted(layers.items())))
+
+    def _mixer_base(self, name: str) -> Any:
+        """Mixer ``name``'s per-name options (its defaults where ``mixers`` has no entry)."""
+        options = self.mixers.get(name)
+        return mixers.config_class(name)() if options is None else options
 
     def layer_options(self, index: int) -> Any:
         """The options dataclass of layer ``index``: its mixer's defaults, then
         ``mixers[name]``, then ``layers[index]``."""
         names = self.layer_names()
         i = _layer_index(index, len(names))
-        base = self.mixers.get(names[i]) or mixers.config_class(names[i])()
+        base = self._mixer_base(names[i])
         overrides = self.layers.get(i, {})
         return dataclasses.replace(base, **overrides) if overrides else base
 
