@@ -37,7 +37,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
                 num_heads=2,  # heads per mixer
                 pattern="GA",  # one Gated DeltaNet layer, one attention layer
                 mlp_hidden=64,  # SwiGLU width
-                mixer_options={"gated_deltanet": {"head_dim": 16, "short_conv": 4}},
+                mixers={"gated_deltanet": {"head_dim": 16, "short_conv": 4}},
             ),
             data=DataConfig(
                 task="text",  # packed byte-level text
@@ -61,7 +61,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
             pattern="GGGA" * 6,  # 24 layers, 3 Gated DeltaNet : 1 attention
             mlp_hidden=2944,  # SwiGLU width (a multiple of 128; 338M parameters in all)
             tie_embeddings=False,  # separate output head
-            mixer_options={"gated_deltanet": dict(_GDN), "attention": {"qk_norm": True}},
+            mixers={"gated_deltanet": dict(_GDN), "attention": {"qk_norm": True}},
         ),
         data=DataConfig(
             task="text",  # packed byte-level text

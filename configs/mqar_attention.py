@@ -20,7 +20,7 @@ def get_config() -> TrainConfig:
             num_heads=2,  # heads per mixer
             pattern="AA",  # two attention layers
             mlp_hidden=0,  # Zoology's MQAR models have no MLP
-            mixer_options={
+            mixers={
                 "attention": {"short_conv": 4},  # same short conv as the linear mixers
                 "linear_attention": {"short_conv": 4},
             },

@@ -38,7 +38,7 @@ def get_config() -> TrainConfig:
             num_heads=2,  # heads per mixer
             pattern="GG",  # two Gated DeltaNet layers (the experiment swaps this)
             mlp_hidden=0,  # no MLP, as in Zoology's MQAR models
-            mixer_options={  # equal state size and conv for every mixer of the family
+            mixers={  # equal state size and conv for every mixer of the family
                 "deltanet": dict(_SAME_STATE),
                 "hgrn2": dict(_SAME_STATE),
                 "gla": dict(_SAME_STATE, gate_bias_init=4.0),  # slow initial forgetting

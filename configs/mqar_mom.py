@@ -35,7 +35,7 @@ def get_config() -> TrainConfig:
             num_heads=2,  # heads per mixer
             pattern="MM",  # two MoM layers (the experiment swaps in "GG")
             mlp_hidden=0,  # no MLP, as in Zoology's MQAR models
-            mixer_options={
+            mixers={
                 "mom": dict(  # the paper's routing: 4 memories, top-2, shared memory, aux 0.01
                     _SAME_STATE, num_memories=4, top_k=2, shared_memory=True, aux_loss_weight=0.01
                 ),

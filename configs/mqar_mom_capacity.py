@@ -24,13 +24,14 @@ HEAD_DIM = 8  # per-memory state 2 heads × 8 × 8 per layer (configs/mqar_mom.p
 def get_config() -> TrainConfig:
     base = load_config(Path(__file__).with_name("mqar_mom.py"))
     options = {
-        name: {**opts, "head_dim": HEAD_DIM} for name, opts in base.model.mixer_options.items()
+        name: dataclasses.replace(opts, head_dim=HEAD_DIM)
+        for name, opts in base.model.mixers.items()
     }
     slices = ((64, 16), (128, 32))  # (L, pairs): pairs ≥ 2 × head width
     return dataclasses.replace(
         base,
         name="mqar_mom_capacity",
-        model=dataclasses.replace(base.model, mixer_options=options),
+        model=dataclasses.replace(base.model, mixers=options),
         data=dataclasses.replace(base.data, train_slices=slices, eval_slices=slices),
         batch_size=32,  # sequences per step
         num_steps=600,  # optimiser steps (three seeds fit a shared CPU)

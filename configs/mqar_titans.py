@@ -33,7 +33,7 @@ def get_config() -> TrainConfig:
             num_heads=2,  # heads per mixer
             pattern="TT",  # two Titans LMM layers (the experiment swaps this)
             mlp_hidden=0,  # no MLP, as in Zoology's MQAR models
-            mixer_options={  # equal width, conv and output for every mixer compared
+            mixers={  # equal width, conv and output for every mixer compared
                 **{name: dict(_MEMORY) for name in ("titans_lmm", "moneta", "yaad", "memora")},
                 # identity φ, as in the gated-family config
                 "linear_attention": dict(_SAME_WIDTH, expand_v=1.0, feature_map="identity"),

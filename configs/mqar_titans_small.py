@@ -47,18 +47,18 @@ THETA_MAX = {"moneta": 0.03}  # caps the learned θ below the ℓq runaway (see 
 def get_config() -> TrainConfig:
     base = load_config(Path(__file__).with_name("mqar_titans.py"))
     options = {}
-    for name, opts in base.model.mixer_options.items():
-        opts = {**opts, "head_dim": HEAD_DIM}
+    for name, opts in base.model.mixers.items():
+        changes = {"head_dim": HEAD_DIM}
         if name in THETA_INIT:
-            opts["theta_init"] = THETA_INIT[name]
+            changes["theta_init"] = THETA_INIT[name]
         if name in THETA_MAX:
-            opts["theta_max"] = THETA_MAX[name]
-        options[name] = opts
+            changes["theta_max"] = THETA_MAX[name]
+        options[name] = dataclasses.replace(opts, **changes)
     slices = ((64, 16),)  # (L, pairs): 16 is the most a 64-token sequence can query
     return dataclasses.replace(
         base,
         name="mqar_titans_small",
-        model=dataclasses.replace(base.model, mixer_options=options),
+        model=dataclasses.replace(base.model, mixers=options),
         data=dataclasses.replace(base.data, train_slices=slices, eval_slices=slices),
         optim=dataclasses.replace(base.optim, learning_rate=1e-2, warmup_steps=50),
         num_steps=1500,  # optimiser steps (at 300 the MLP memories were still early: measured)

@@ -21,7 +21,7 @@ def get_config() -> TrainConfig:
             num_heads=2,
             pattern="KK",  # two TRIM-KV attention layers
             mlp_hidden=0,
-            mixer_options={
+            mixers={
                 "trimkv": {
                     "short_conv": 4,
                     "gate_hidden": 64,

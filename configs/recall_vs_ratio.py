@@ -72,7 +72,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
             linear_mixer="gated_deltanet",  # gated_deltanet | gla (GRID sweeps it)
             placement="last",  # attention closes each group
             mlp_hidden=128,  # SwiGLU width
-            mixer_options={
+            mixers={
                 "gated_deltanet": dict(_LINEAR, dt_max=1e-2),  # slow initial forgetting
                 "gla": dict(_LINEAR, gate_bias_init=4.0),  # slow initial forgetting
                 "attention": {"short_conv": 4},  # the same short conv as the linear layers

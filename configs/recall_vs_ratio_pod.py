@@ -71,7 +71,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
             placement="last",
             mlp_hidden=2944,  # SwiGLU width (≈ 350M parameters in all)
             tie_embeddings=False,  # separate output head
-            mixer_options={
+            mixers={
                 "gated_deltanet": dict(_LINEAR),
                 "gla": dict(_LINEAR),
                 "attention": {"qk_norm": True},
@@ -111,7 +111,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
                 num_layers=2,
                 ratio=1,
                 mlp_hidden=64,
-                mixer_options={
+                mixers={
                     "gated_deltanet": {"head_dim": 16},
                     "gla": {"head_dim": 16},
                     "attention": {"qk_norm": True},

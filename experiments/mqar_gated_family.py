@@ -75,8 +75,8 @@ def main() -> None:
     # within seed noise: x may trail y by at most the larger of their standard deviations
     noisy = all(means[x] >= means[y] - max(stds[x], stds[y]) for x, y in pairs)
     summary = "\n".join(f"- {n}: {means[n]:.3f} ± {stds[n]:.3f}" for n, _ in ORDER)
-    opts = base.model.mixer_options["deltanet"]
-    state = base.model.num_heads * opts["head_dim"] ** 2 * opts.get("expand_v", 1.0)
+    opts = base.model.mixers["deltanet"]
+    state = base.model.num_heads * opts.head_dim**2 * opts.expand_v
     frac = base.data.overwrite_fraction
     task = f"forgetting MQAR ({frac:g} of the keys re-assigned)" if frac else "MQAR"
     text = (

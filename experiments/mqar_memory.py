@@ -87,11 +87,12 @@ def main() -> None:
             for n in means
             if n != "linear_attention"
         )
-    opts = base.model.mixer_options.get("linear_attention", {})
+    opts = base.model.mixers.get("linear_attention")
+    head_dim = "?" if opts is None or opts.head_dim is None else opts.head_dim
     slices = ", ".join(f"({n_len}, {n_pairs})" for n_len, n_pairs in base.data.train_slices)
     text = (
         f"# MQAR, neural memories vs linear attention at equal width (2 layers, "
-        f"{base.model.num_heads} heads × {opts.get('head_dim', '?')}), config {a.config}, "
+        f"{base.model.num_heads} heads × {head_dim}), config {a.config}, "
         f"seeds {a.seeds}, {base.num_steps} steps, batch {base.batch_size}, slices (L, pairs) "
         f"{slices}, outer lr grid {', '.join(f'{x:g}' for x in lrs)}\n\n"
         f"{recall_table(results)}\n\nRuns:\n" + "\n".join(notes) + f"\n\n{verdict}\n"

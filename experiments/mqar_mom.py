@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = (
     ("gated_deltanet", "GG", ()),
     ("mom(4, 2) + shared", "MM", ()),
-    ("mom(4, 2) + shared, router conv 2", "MM", ("model.mixer_options.mom.router_conv=2",)),
+    ("mom(4, 2) + shared, router conv 2", "MM", ("model.mixers.mom.router_conv=2",)),
 )
 STATS = ("ce", "aux_loss", "router_entropy", "memory_load_max")
 
@@ -102,7 +102,7 @@ def main() -> None:
         for n in means
         if n != g_name and g_name in means
     )
-    hd = base.model.mixer_options["mom"]["head_dim"]
+    hd = base.model.mixers["mom"].head_dim
     slices = ", ".join(f"({n_len}, {n_pairs})" for n_len, n_pairs in base.data.train_slices)
     state = base.model.num_heads * hd * hd
     text = (

@@ -11,18 +11,21 @@ import numpy as np
 
 from memarch.data.config import DataConfig
 from memarch.data.source import SyntheticSource
-from memarch.data.tasks import TASKS as RECALL_TASKS
-from memarch.data.tasks import get_task, slice_config
+from memarch.data.tasks import RECALL_TASKS, get_task, slice_config
 from memarch.data.tasks import mqar_config as mqar_config  # re-exported
 from memarch.data.tasks import needle_config as needle_config  # re-exported
 from memarch.data.tokenizer import VOCAB_SIZE
 
-TASKS = (*RECALL_TASKS, "text")  # every value data.task accepts
+
+def data_task_names() -> tuple[str, ...]:
+    """Every value ``data.task`` accepts: the registered recall tasks and ``"text"``."""
+    return (*RECALL_TASKS.available(), "text")
 
 
 def _check_task(cfg: DataConfig) -> None:
-    if cfg.task not in TASKS:
-        raise ValueError(f"data.task must be one of {list(TASKS)}; got {cfg.task!r}")
+    accepted = data_task_names()
+    if cfg.task not in accepted:
+        raise ValueError(f"data.task must be one of {list(accepted)}; got {cfg.task!r}")
     if cfg.task == "text":
         if cfg.vocab_size != VOCAB_SIZE:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""The registry of synthetic recall tasks: name → :class:`TaskSpec`.
+"""The registry of synthetic recall tasks, :data:`RECALL_TASKS`: name → :class:`TaskSpec`.
 
 Every task is a random-access source (:class:`memarch.data.source.SyntheticSource`) whose
 example ``i`` is a pure function of ``(seed, i)``, labelled on its answer positions only. A
@@ -45,6 +45,7 @@ from memarch.data import (
 )
 from memarch.data.config import DataConfig
 from memarch.data.source import IGNORE_INDEX, SyntheticSource
+from memarch.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,12 +247,14 @@ def _needle_spec(name: str, build, second: str) -> TaskSpec:
     )
 
 
-TASKS: dict[str, TaskSpec] = {
-    "mqar": _mqar_spec("mqar", mqar_config),
-    "forgetting_mqar": _mqar_spec("forgetting_mqar", forgetting_mqar_config),
-    "needle": _needle_spec("needle", needle_config, "needles"),
-    "passkey": _needle_spec("passkey", passkey_config, "digits"),
-    "selective_copy": TaskSpec(
+RECALL_TASKS: Registry[TaskSpec] = Registry("task")  # name -> spec (DataConfig.task)
+RECALL_TASKS.register("mqar", _mqar_spec("mqar", mqar_config))
+RECALL_TASKS.register("forgetting_mqar", _mqar_spec("forgetting_mqar", forgetting_mqar_config))
+RECALL_TASKS.register("needle", _needle_spec("needle", needle_config, "needles"))
+RECALL_TASKS.register("passkey", _needle_spec("passkey", passkey_config, "digits"))
+RECALL_TASKS.register(
+    "selective_copy",
+    TaskSpec(
         name="selective_copy",
         slice_names=("L", "tokens"),
         build=lambda cfg, length, n: selective_copy.SelectiveCopyConfig(
@@ -263,7 +266,10 @@ TASKS: dict[str, TaskSpec] = {
         oracle=selective_copy.oracle_predictions,
         prompt_len=lambda c: c.prompt_len - 1,
     ),
-    "induction": TaskSpec(
+)
+RECALL_TASKS.register(
+    "induction",
+    TaskSpec(
         name="induction",
         slice_names=("L", "triggers"),
         build=lambda cfg, length, n: induction.InductionConfig(
@@ -275,7 +281,10 @@ TASKS: dict[str, TaskSpec] = {
         oracle=induction.oracle_predictions,
         prompt_len=lambda c: c.prompt_len,
     ),
-    "set_disjointness": TaskSpec(
+)
+RECALL_TASKS.register(
+    "set_disjointness",
+    TaskSpec(
         name="set_disjointness",
         slice_names=("first", "second"),
         build=lambda cfg, a, b: set_disjointness.SetDisjointnessConfig(
@@ -287,7 +296,10 @@ TASKS: dict[str, TaskSpec] = {
         oracle=set_disjointness.oracle_predictions,
         prompt_len=lambda c: c.seq_len - 1,
     ),
-    "overwrite_stream": TaskSpec(
+)
+RECALL_TASKS.register(
+    "overwrite_stream",
+    TaskSpec(
         name="overwrite_stream",
         slice_names=("L", "keys"),
         build=overwrite_stream_config,
@@ -297,7 +309,10 @@ TASKS: dict[str, TaskSpec] = {
         oracle=overwrite_stream_oracle,
         prompt_len=lambda c: 2,  # the first event (a query needs a written key)
     ),
-    "segmented_recall": TaskSpec(
+)
+RECALL_TASKS.register(
+    "segmented_recall",
+    TaskSpec(
         name="segmented_recall",
         slice_names=("segments", "C"),
         build=segmented_recall_config,
@@ -307,14 +322,13 @@ TASKS: dict[str, TaskSpec] = {
         oracle=segmented_recall_oracle,
         prompt_len=lambda c: 2 * c.facts_per_segment,  # the first segment's writes
     ),
-}
+)
+RECALL_TASKS.seal()
 
 
 def get_task(name: str) -> TaskSpec:
     """The spec of task ``name``; ``ValueError`` listing the registered names otherwise."""
-    if name not in TASKS:
-        raise ValueError(f"task must be one of {list(TASKS)}; got {name!r}")
-    return TASKS[name]
+    return RECALL_TASKS.choice("task", name)
 
 
 def slice_config(cfg: DataConfig, a: int, b: int) -> Any:
@@ -340,7 +354,7 @@ def uniform_predictions(
 
 
 __all__ = [
-    "TASKS",
+    "RECALL_TASKS",
     "TaskSpec",
     "forgetting_mqar_config",
     "get_task",

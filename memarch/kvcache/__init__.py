@@ -11,15 +11,15 @@
 from memarch.kvcache.cache import RetentionKVCache, empty_cache, keep_top, top_slots
 from memarch.kvcache.global_budget import global_keep, keep_global, total_kept
 from memarch.kvcache.losses import (
-    GATE_PARAMS,
+    TRIMKV_GATE_PARAMS,
     capacity_loss,
     distillation_loss,
-    retention_gates,
     retention_mass,
+    trimkv_gates_enabled,
 )
 from memarch.kvcache.policies import (
+    EVICTION_POLICIES,
     H2O,
-    POLICIES,
     TOVA,
     EvictionPolicy,
     GlobalRetentionEviction,
@@ -30,9 +30,9 @@ from memarch.kvcache.policies import (
 )
 
 __all__ = [
-    "GATE_PARAMS",
+    "TRIMKV_GATE_PARAMS",
     "H2O",
-    "POLICIES",
+    "EVICTION_POLICIES",
     "TOVA",
     "EvictionPolicy",
     "GlobalRetentionEviction",
@@ -47,7 +47,7 @@ __all__ = [
     "keep_global",
     "keep_top",
     "make_policy",
-    "retention_gates",
+    "trimkv_gates_enabled",
     "retention_mass",
     "top_slots",
     "total_kept",

@@ -11,7 +11,7 @@ at its own rate), so it is computed blockwise over keys: O(T²) FLOPs, O(T · bl
 
 The distillation loss compares the student (gates on) with the same model with its gates off
 (the teacher, under ``stop_gradient``): forward ``KL(p_teacher ‖ q_student)`` plus next-token
-cross-entropy. Only the gates train: :data:`GATE_PARAMS` selects them for ``nnx.Optimizer``
+cross-entropy. Only the gates train: :data:`TRIMKV_GATE_PARAMS` selects them for ``nnx.Optimizer``
 and ``nnx.value_and_grad``.
 """
 
@@ -27,8 +27,10 @@ from flax import nnx
 
 from memarch.layers.rope import segment_positions
 
-GATE_NAME = "retention_gate"  # attribute name of the gate module in a mixer
-GATE_PARAMS = nnx.All(nnx.Param, nnx.PathContains(GATE_NAME))  # the trainable TRIM-KV gates
+TRIMKV_GATE_NAME = "retention_gate"  # attribute name of the gate module in a mixer
+TRIMKV_GATE_PARAMS = nnx.All(
+    nnx.Param, nnx.PathContains(TRIMKV_GATE_NAME)
+)  # the trainable TRIM-KV gates
 
 
 def retention_mass(
@@ -128,7 +130,7 @@ def distillation_loss(
 
 
 @contextlib.contextmanager
-def retention_gates(model: nnx.Module, enabled: bool) -> Iterator[nnx.Module]:
+def trimkv_gates_enabled(model: nnx.Module, enabled: bool) -> Iterator[nnx.Module]:
     """Within the block, every TRIM-KV mixer of ``model`` applies (``enabled``) or ignores its
     retention bias — ``enabled=False`` turns the model into its own teacher."""
     mods = [m for _, m in nnx.iter_graph(model) if hasattr(m, "use_retention_gates")]

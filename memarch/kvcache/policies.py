@@ -29,13 +29,13 @@ name               score of key i (higher = kept)
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from memarch.kvcache.cache import RetentionKVCache
+from memarch.registry import Registry, build_options
 
 _BIG = 1e6  # SnapKV: decode-time tokens rank above every prompt key (prompt scores ≤ window)
 
@@ -217,19 +217,14 @@ class TOVA(EvictionPolicy):
         return s, cache.stat
 
 
-POLICIES: dict[str, type[EvictionPolicy]] = {
-    p.name: p for p in (RetentionEviction, GlobalRetentionEviction, StreamingLLM, H2O, SnapKV, TOVA)
-}
+# name -> policy class (a frozen dataclass whose fields are the policy's options)
+EVICTION_POLICIES: Registry[type[EvictionPolicy]] = Registry("eviction policy")
+for _policy in (RetentionEviction, GlobalRetentionEviction, StreamingLLM, H2O, SnapKV, TOVA):
+    EVICTION_POLICIES.register(_policy.name, _policy)
+EVICTION_POLICIES.seal()
 
 
 def make_policy(name: str, **options) -> EvictionPolicy:
-    """Builds eviction policy ``name`` (one of :data:`POLICIES`) with its options."""
-    if name not in POLICIES:
-        close = difflib.get_close_matches(name, list(POLICIES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown eviction policy {name!r}{hint}; available: {sorted(POLICIES)}")
-    fields = [f.name for f in dataclasses.fields(POLICIES[name])]
-    for key in options:
-        if key not in fields:
-            raise ValueError(f"unknown option {key!r} for policy {name!r}; accepted: {fields}")
-    return POLICIES[name](**options)
+    """Builds eviction policy ``name`` (one of :data:`EVICTION_POLICIES`) with its options;
+    ``ValueError`` for an unknown name or option (closest one suggested) or a mistyped value."""
+    return build_options(EVICTION_POLICIES.get(name), options, where=name)

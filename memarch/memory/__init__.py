@@ -4,7 +4,8 @@
 ``retention`` (none | decay | lq | kl_softmax | elastic_net) × ``rule`` (gd | momentum),
 validated by :class:`MemoryConfig`, compiled to a :class:`MemorySpec` by :func:`make_spec` and
 run by :func:`memory_forward` (chunked parallel form, exact token-by-token form, decode).
-Each axis is a registry of small functions (structures.py, biases.py, retention.py, rules.py).
+Each axis is a :class:`memarch.registry.Registry` of small functions (structures.py, biases.py,
+retention.py, rules.py); :class:`MemoryGates` (write_gates.py) computes the write gates.
 """
 
 from memarch.memory.biases import BIASES, make_bias
@@ -18,10 +19,10 @@ from memarch.memory.engine import (
     memory_forward,
     memory_read,
 )
-from memarch.memory.gates import MemoryGates
 from memarch.memory.retention import RETENTIONS, make_retention
 from memarch.memory.rules import RULES
 from memarch.memory.structures import STRUCTURES, make_structure
+from memarch.memory.write_gates import MemoryGates
 
 __all__ = [
     "BIASES",

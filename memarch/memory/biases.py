@@ -12,7 +12,9 @@ the structure) is the write. With ``r = p − v``:
 - ``huber_norm``: Yaad's switch on the residual norm: ``½‖r‖²`` if ``‖r‖ ≤ δ`` else
   ``δ(‖r‖ − ½δ)`` (ℓ2 gradient inside, δ times the normalised ℓ1-like gradient outside).
 
-To add a bias, write ``loss(p, v, delta, *, p_norm)`` and add it to :data:`BIASES`.
+To add a bias, write ``loss(p, v, delta, *, p_norm)`` and register it in :data:`BIASES`
+(``BIASES.register(name, loss, uses_delta=False)``); its metadata ``uses_delta`` says whether
+it reads ``delta``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from memarch.registry import Registry
 
 LP_EPS = 1e-6  # smoothing of |r| in the lp bias (keeps outer gradients finite at r = 0)
 
@@ -52,22 +56,25 @@ def huber_norm_bias(p: jax.Array, v: jax.Array, delta: jax.Array, *, p_norm: flo
     return jnp.where(n <= delta, 0.5 * sq, delta * (n - 0.5 * delta))
 
 
-BIASES: dict[str, Callable[..., jax.Array]] = {
-    "dot": dot_bias,
-    "l2": l2_bias,
-    "lp": lp_bias,
-    "huber": huber_bias,
-    "huber_norm": huber_norm_bias,
-}
-USES_DELTA = ("huber", "huber_norm")
+BIASES: Registry[Callable[..., jax.Array]] = Registry("attentional bias")
+BIASES.register("dot", dot_bias, uses_delta=False)
+BIASES.register("l2", l2_bias, uses_delta=False)
+BIASES.register("lp", lp_bias, uses_delta=False)
+BIASES.register("huber", huber_bias, uses_delta=True)
+BIASES.register("huber_norm", huber_norm_bias, uses_delta=True)
+BIASES.seal()
+
+
+def uses_delta(name: str) -> bool:
+    """True for biases that read the per-token threshold ``delta`` (the Huber family)."""
+    return bool(BIASES.metadata(name)["uses_delta"])
 
 
 def make_bias(
     name: str, *, p: float = 3.0
 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """``loss(p, v, delta)`` of bias ``name``; ``p`` is the exponent of ``lp`` (≥ 1)."""
-    if name not in BIASES:
-        raise ValueError(f"bias must be one of {sorted(BIASES)}; got {name!r}")
+    loss = BIASES.choice("bias", name)
     if not p >= 1.0:
         raise ValueError(f"p (the lp bias exponent) must be >= 1; got {p}")
-    return functools.partial(BIASES[name], p_norm=float(p))
+    return functools.partial(loss, p_norm=float(p))

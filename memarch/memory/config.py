@@ -19,9 +19,9 @@ IMPLS = IMPLS_NO_PALLAS  # naive (token by token) | chunk (parallel within chunk
 
 @dataclasses.dataclass(frozen=True)
 class MemoryConfig:
-    """Structure × attentional bias × retention gate × learning rule, plus the gate ranges.
+    """Structure × attentional bias × retention × learning rule, plus the write-gate ranges.
 
-    Gates (token-level, data-dependent, bounded; see :mod:`memarch.memory.gates`):
+    Gates (token-level, data-dependent, bounded; see :mod:`memarch.memory.write_gates`):
     ``θ = theta_max·σ(·)`` (step size), ``η = momentum_max·σ(·)`` (momentum),
     ``α = σ(·)`` (forget rate; retention γ = 1 − α), ``δ = softplus(·)`` (Huber threshold).
     The ``*_init`` fields are their values at initialisation (through the projection biases).
@@ -34,7 +34,7 @@ class MemoryConfig:
     residual: bool = True  # mlp: M(x) = x + LN(mlp(x)) (Titans) instead of mlp(x)
     bias: str = "l2"  # attentional bias (inner loss): dot | l2 | lp | huber | huber_norm
     p: float = 3.0  # lp bias exponent (>= 1)
-    retention: str = "decay"  # retention gate: none | decay | lq | kl_softmax | elastic_net
+    retention: str = "decay"  # retention: none | decay | lq | kl_softmax | elastic_net
     q: float = 4.0  # lq retention exponent (> 1)
     simplex_scale: float | None = None  # kl_softmax: rows sum to this (None: to the row length)
     threshold: float = 1e-3  # elastic_net soft threshold γ (> 0)

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from memarch.memory.biases import USES_DELTA, make_bias
+from memarch.memory.biases import make_bias, uses_delta
 from memarch.memory.config import MemoryConfig
 from memarch.memory.retention import Retention, make_retention
 from memarch.memory.rules import uses_momentum
@@ -99,7 +99,7 @@ def make_spec(config: MemoryConfig) -> MemorySpec:
         momentum=uses_momentum(config.rule),
         chunk_size=config.chunk_size,
         remat=config.remat,
-        uses_delta=config.bias in USES_DELTA,
+        uses_delta=uses_delta(config.bias),
         max_grad_norm=config.max_grad_norm,
     )
 

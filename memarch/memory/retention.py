@@ -1,14 +1,14 @@
-"""Retention gates: how the memory forgets.
+"""Memory retention (Miras): how an associative memory forgets.
 
-Every gate in memarch keeps an *accumulator* ``A`` (a pytree like the memory's weights) that
+Every retention in memarch keeps an *accumulator* ``A`` (a pytree like the memory's weights) that
 follows a linear recurrence, and reads the memory through a projection ``W = P(A)``::
 
     S_t = η_t S_{t−1} − θ_t ∇_W ℓ(P(A_anchor); k_t, v_t)      (the learning rule, rules.py)
     A_t = γ_t ⊙ A_{t−1} + S_t                                  (γ_t = 1 − α_t: the decay gate)
     W_t = P(A_t)                                               (this module)
 
-so every gate gets the chunked parallel form (the recurrences are linear in A, S) and the exact
-online form for free. Registered gates (:func:`make_retention`):
+so every retention gets the chunked parallel form (the recurrences are linear in A, S) and the exact
+online form for free. Registered retentions (:data:`RETENTIONS`, :func:`make_retention`):
 
 - ``none``:        no decay (γ = 1), ``P = id``                 (linear attention / DeltaNet / TTT)
 - ``decay``:       decay gate γ (scalar, or per value channel), ``P = id`` (GLA, GDN, Titans)
@@ -26,8 +26,11 @@ online form for free. Registered gates (:func:`make_retention`):
 
 For ``kl_softmax``, ``softmax(α log W_{t−1} − η∇) = softmax(α A_{t−1} − η∇)`` because softmax
 ignores the per-row constant ``log Z``: the Memora update is exactly this linear recurrence on
-the logits. To add a gate, write its projection of one weight matrix and register it with
-:func:`register_retention` (then ``MemoryConfig(retention=name)`` accepts it).
+the logits. To add a retention, write its projection of one weight matrix and register it
+with :func:`register_retention` (then ``MemoryConfig(retention=name)`` accepts it). Each entry
+of :data:`RETENTIONS` is a factory ``(**options) -> leaf_map | None`` (None: ``P = id``) with
+the metadata ``decays`` (uses the decay gate γ) and ``options`` (the factory's keywords among
+``q``, ``scale``, ``threshold``); built-ins and registered retentions share it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from memarch.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,66 +68,64 @@ def _soft_threshold(a: jax.Array, gamma: float) -> jax.Array:
     return jnp.abs(a) * jnp.arctan(a / gamma) * (2.0 / jnp.pi)
 
 
+# name -> leaf-map factory; metadata decays (uses γ) and options (the factory's keywords)
+RETENTIONS: Registry[Callable[..., Callable[[jax.Array], jax.Array] | None]] = Registry("retention")
+RETENTIONS.register("none", lambda: None, decays=False, options=())
+RETENTIONS.register("decay", lambda: None, decays=True, options=())
+RETENTIONS.register("lq", lambda q: lambda a: _lq_normalise(a, q), decays=True, options=("q",))
+RETENTIONS.register(
+    "kl_softmax", lambda scale: lambda a: _softmax_rows(a, scale), decays=True, options=("scale",)
+)
+RETENTIONS.register(
+    "elastic_net",
+    lambda threshold: lambda a: _soft_threshold(a, threshold),
+    decays=True,
+    options=("threshold",),
+)
+RETENTIONS.seal()
+
+
 def make_retention(
     name: str, *, q: float = 4.0, scale: float | None = None, threshold: float = 1e-3
-):
-    """The retention gate ``name``. ``q``: the lq exponent (> 1); ``scale``: the simplex scale
+) -> Retention:
+    """The retention ``name``. ``q``: the lq exponent (> 1); ``scale``: the simplex scale
     c of kl_softmax (> 0; None: each row sums to its length); ``threshold``: the elastic-net
     soft threshold γ (> 0)."""
-    if name not in RETENTIONS:
-        raise ValueError(f"retention must be one of {sorted(RETENTIONS)}; got {name!r}")
+    factory = RETENTIONS.choice("retention", name)
     if name == "lq" and not q > 1.0:
         raise ValueError(f"q (the lq retention exponent) must be > 1; got {q}")
     if name == "kl_softmax" and scale is not None and not scale > 0:
         raise ValueError(f"simplex_scale (kl_softmax) must be > 0 or None; got {scale}")
     if name == "elastic_net" and not threshold > 0:
         raise ValueError(f"threshold (elastic_net) must be > 0; got {threshold}")
-    maps = {
-        "none": None,
-        "decay": None,
-        "lq": lambda a: _lq_normalise(a, q),
-        "kl_softmax": lambda a: _softmax_rows(a, scale),
-        "elastic_net": lambda a: _soft_threshold(a, threshold),
-        **_REGISTERED,
-    }
-    leaf_map = maps[name]
+    meta = RETENTIONS.metadata(name)
+    given = {"q": q, "scale": scale, "threshold": threshold}
+    leaf_map = factory(**{k: given[k] for k in meta["options"]})
     project = (lambda t: t) if leaf_map is None else (lambda t: jax.tree.map(leaf_map, t))
-    return Retention(name, project, decays=RETENTIONS[name], identity=leaf_map is None)
-
-
-RETENTIONS: dict[str, bool] = {  # name -> uses the decay gate
-    "none": False,
-    "decay": True,
-    "lq": True,
-    "kl_softmax": True,
-    "elastic_net": True,
-}
-
-_REGISTERED: dict[str, Callable[[jax.Array], jax.Array]] = {}  # added by register_retention
+    return Retention(name, project, decays=meta["decays"], identity=leaf_map is None)
 
 
 def register_retention(
     name: str, *, decays: bool = True, replace: bool = False
 ) -> Callable[[Callable[[jax.Array], jax.Array]], Callable[[jax.Array], jax.Array]]:
-    """Decorator registering a retention gate by its projection of one weight matrix.
+    """Decorator registering a retention by its projection of one weight matrix.
 
     ``leaf_map(a [R, C]) -> w [R, C]`` (float32, smooth, finite at ``a = 0``) is applied to
     each weight matrix of one memory; ``decays``: whether the decay gate γ is used too.
     ``replace=True`` re-registers a name added earlier (built-in names cannot be replaced).
-    Check a new gate with :func:`memarch.mixers.conformance.check_retention`.
+    Check a new retention with :func:`memarch.mixers.conformance.check_retention`.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"retention name must be a non-empty str; got {name!r}")
-    if name in RETENTIONS and (name not in _REGISTERED or not replace):
+    if name in RETENTIONS and (name in RETENTIONS.builtins() or not replace):
         raise ValueError(
-            f"retention {name!r} is already registered; registered: {sorted(RETENTIONS)}"
+            f"retention {name!r} is already registered; registered: {RETENTIONS.available()}"
         )
 
     def deco(leaf_map: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
         if not callable(leaf_map):
             raise ValueError(f"retention {name!r}: the projection must be callable")
-        RETENTIONS[name] = bool(decays)
-        _REGISTERED[name] = leaf_map
+        RETENTIONS.register(name, lambda: leaf_map, replace=True, decays=bool(decays), options=())
         return leaf_map
 
     return deco
@@ -130,6 +133,6 @@ def register_retention(
 
 def unregister_retention(name: str) -> None:
     """Removes a retention added by :func:`register_retention` (built-ins stay)."""
-    if name not in _REGISTERED:
+    if name not in RETENTIONS or name in RETENTIONS.builtins():
         raise ValueError(f"retention {name!r} was not added by register_retention")
-    del _REGISTERED[name], RETENTIONS[name]
+    RETENTIONS.unregister(name)

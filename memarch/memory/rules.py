@@ -10,11 +10,14 @@ forget rate; Miras' α is γ). All three are token-level and data-dependent (see
 
 from __future__ import annotations
 
-RULES: dict[str, bool] = {"gd": False, "momentum": True}  # name -> carries momentum
+from memarch.registry import Registry
+
+RULES: Registry[bool] = Registry("learning rule")  # name -> carries a momentum state
+RULES.register("gd", False)
+RULES.register("momentum", True)
+RULES.seal()
 
 
 def uses_momentum(name: str) -> bool:
     """True for rules with a momentum state; ValueError naming ``rule`` for unknown names."""
-    if name not in RULES:
-        raise ValueError(f"rule must be one of {sorted(RULES)}; got {name!r}")
-    return RULES[name]
+    return RULES.choice("rule", name)

@@ -33,12 +33,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": jax.nn.gelu,
-    "silu": jax.nn.silu,
-    "tanh": jnp.tanh,
-    "relu": jax.nn.relu,
-}
+from memarch.registry import Registry
+
+ACTIVATIONS: Registry[Callable[[jax.Array], jax.Array]] = Registry("activation")
+ACTIVATIONS.register("gelu", jax.nn.gelu)
+ACTIVATIONS.register("silu", jax.nn.silu)
+ACTIVATIONS.register("tanh", jnp.tanh)
+ACTIVATIONS.register("relu", jax.nn.relu)
+ACTIVATIONS.seal()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +90,7 @@ def mlp_structure(
     depth: int = 2, expansion: float = 4.0, activation: str = "gelu", residual: bool = True
 ) -> Structure:
     """Titans' MLP memory (see the module docstring); weights ``W_i [out, in]``, He-scaled."""
-    act = ACTIVATIONS[activation]
+    act = ACTIVATIONS.choice("activation", activation)
 
     def init(key, dk, dv):
         if residual and dk != dv:
@@ -112,16 +114,16 @@ def mlp_structure(
     return _from_layers("mlp", init, layers)
 
 
-STRUCTURES: dict[str, Callable[..., Structure]] = {
-    "linear": linear_structure,
-    "mlp": mlp_structure,
-}
+# name -> factory; metadata ``options``: the factory's keyword options (MemoryConfig fields)
+STRUCTURES: Registry[Callable[..., Structure]] = Registry("memory structure")
+STRUCTURES.register("linear", linear_structure, options=())
+STRUCTURES.register("mlp", mlp_structure, options=("depth", "expansion", "activation", "residual"))
+STRUCTURES.seal()
 
 
 def make_structure(name: str, **options: Any) -> Structure:
-    """The structure called ``name`` (``linear`` | ``mlp``); ``options`` go to its factory."""
-    if name not in STRUCTURES:
-        raise ValueError(f"structure must be one of {sorted(STRUCTURES)}; got {name!r}")
-    if name == "linear":
-        return linear_structure()
-    return STRUCTURES[name](**options)
+    """The structure called ``name`` (``linear`` | ``mlp`` | registered); ``options`` go to
+    its factory, those it does not declare in its ``options`` metadata are ignored."""
+    factory = STRUCTURES.choice("structure", name)
+    accepted = STRUCTURES.metadata(name)["options"]
+    return factory(**{k: v for k, v in options.items() if k in accepted})

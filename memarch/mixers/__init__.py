@@ -15,7 +15,28 @@ from memarch.mixers import titans as _titans  # noqa: F401  (titans_lmm, moneta,
 from memarch.mixers import titans_hybrid as _titans_hybrid  # noqa: F401  (titans_mag, titans_mal)
 from memarch.mixers import titans_mac as _titans_mac  # noqa: F401
 from memarch.mixers import trimkv as _trimkv  # noqa: F401  (TRIM-KV retention gates)
-from memarch.mixers._registry import available, build, config_class, letters, register
+from memarch.mixers._registry import (
+    MIXERS,
+    available,
+    build,
+    config_class,
+    letters,
+    make_config,
+    register,
+    unregister,
+)
 from memarch.mixers.protocol import Mixer
 
-__all__ = ["Mixer", "available", "build", "config_class", "letters", "register"]
+MIXERS.seal()  # the mixers above are the built-ins
+
+__all__ = [
+    "MIXERS",
+    "Mixer",
+    "available",
+    "build",
+    "config_class",
+    "letters",
+    "make_config",
+    "register",
+    "unregister",
+]

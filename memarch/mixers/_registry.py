@@ -1,28 +1,33 @@
-"""The mixer registry: every sequence mixer is registered by name with its config dataclass.
+"""The mixer registry: every sequence mixer is registered by name with its options dataclass.
 
 ``build(name, d_model=..., num_heads=..., rngs=..., **options)`` validates ``options`` against
-the mixer's config fields, so a config file or a notebook can say ``mixer="gated_deltanet"``
+the mixer's options fields, so a config file or a notebook can say ``mixer="gated_deltanet"``
 without touching core code. A one-letter alias lets layer patterns such as ``"LLLA"`` name it.
+:data:`MIXERS` is a :class:`memarch.registry.Registry` whose entries carry the metadata
+``config`` (the options dataclass) and ``letter`` (the pattern letter or None).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flax import nnx
 
-
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    cls: type
-    config: type
-    letter: str | None
+from memarch.registry import Registry, build_options
 
 
-_MIXERS: dict[str, _Entry] = {}
+def _check_mixer(name: str, cls: Any, metadata: Mapping[str, Any]) -> None:
+    config = metadata.get("config")
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        raise ValueError(f"mixer {name!r}: config must be an options dataclass; got {config!r}")
+    letter = metadata.get("letter")
+    if letter is not None and letter in letters():
+        raise ValueError(f"pattern letter {letter!r} already names {letters()[letter]!r}")
+
+
+MIXERS: Registry[type] = Registry("mixer", check=_check_mixer)
 
 
 def register(name: str, *, config: type, letter: str | None = None) -> Callable[[type], type]:
@@ -33,60 +38,54 @@ def register(name: str, *, config: type, letter: str | None = None) -> Callable[
     """
     if letter is not None and (len(letter) != 1 or not letter.isupper()):
         raise ValueError(f"mixer letter must be one upper-case character; got {letter!r}")
+    return MIXERS.register(name, config=config, letter=letter)
 
-    def deco(cls: type) -> type:
-        if name in _MIXERS:
-            raise ValueError(f"mixer {name!r} is already registered")
-        if letter is not None and letter in letters():
-            raise ValueError(f"pattern letter {letter!r} already names {letters()[letter]!r}")
-        _MIXERS[name] = _Entry(cls, config, letter)
-        return cls
 
-    return deco
+def unregister(name: str) -> None:
+    """Removes a mixer registered outside memarch (built-in mixers stay)."""
+    MIXERS.unregister(name)
 
 
 def available() -> list[str]:
     """Names of all registered mixers, sorted."""
-    return sorted(_MIXERS)
+    return MIXERS.available()
 
 
 def letters() -> dict[str, str]:
     """Pattern letter -> mixer name."""
-    return {e.letter: n for n, e in _MIXERS.items() if e.letter is not None}
-
-
-def _entry(name: str) -> _Entry:
-    if name not in _MIXERS:
-        close = difflib.get_close_matches(name, available(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown mixer {name!r}{hint}; available mixers: {available()}")
-    return _MIXERS[name]
+    out = {}
+    for name in MIXERS.available():
+        letter = MIXERS.metadata(name)["letter"]
+        if letter is not None:
+            out[letter] = name
+    return out
 
 
 def config_class(name: str) -> type:
     """The options dataclass of mixer ``name``."""
-    return _entry(name).config
+    return MIXERS.metadata(name)["config"]
 
 
-def make_config(name: str, **options: Any) -> Any:
-    """Builds mixer ``name``'s config from ``options``, rejecting unknown option names."""
-    cfg_cls = _entry(name).config
-    fields = [f.name for f in dataclasses.fields(cfg_cls)]
-    for key in options:
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(
-                f"unknown option {key!r} for mixer {name!r}{hint}; accepted options: {fields}"
-            )
-    return cfg_cls(**options)
+def make_config(name: str, *, where: str | None = None, **options: Any) -> Any:
+    """Builds mixer ``name``'s options dataclass from ``options``, rejecting unknown option
+    names (closest one suggested) and values of the wrong type. ``where`` names the options
+    in errors (default ``name``, e.g. ``model.mixers.gla`` from a config)."""
+    return build_options(config_class(name), options, where=where or name)
 
 
 def build(name: str, *, d_model: int, num_heads: int, rngs: nnx.Rngs, **options: Any):
-    """Builds mixer ``name``; ``options`` are its config fields (defaults apply to the rest)."""
+    """Builds mixer ``name``; ``options`` are its config fields (defaults apply to the rest).
+    ``config=`` instead passes a ready options dataclass of that mixer."""
     if d_model <= 0:
         raise ValueError(f"d_model must be a positive int; got {d_model}")
     if num_heads <= 0:
         raise ValueError(f"num_heads must be a positive int; got {num_heads}")
-    config = make_config(name, **options)
-    return _entry(name).cls(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
+    cls = MIXERS.get(name)
+    config = options.pop("config", None)
+    if config is None:
+        config = make_config(name, **options)
+    elif options or type(config) is not config_class(name):
+        raise ValueError(
+            f"mixer {name!r}: pass either config= (a {config_class(name).__name__}) or options"
+        )
+    return cls(config, d_model=d_model, num_heads=num_heads, rngs=rngs)

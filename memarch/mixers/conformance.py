@@ -12,7 +12,7 @@ Each check raises ``AssertionError`` with the measured error when the invariant 
 
 Gate checks (a new gate is registered by name, then checked end to end in tiny mixers):
 
-- :func:`check_gate` — a linear-family decay gate (:mod:`memarch.layers.gates`) in ``gla`` and
+- :func:`check_gate` — a linear-family decay gate (:mod:`memarch.layers.decay_gates`) in ``gla`` and
   ``gated_deltanet``: its output is finite, ≤ 0 and token-local, its parameters get gradients;
   the chunked op equals the naive recurrence (outputs, final state from a non-zero initial
   state, finite gradients w.r.t. parameters and input); prefill + decode equals the full
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from memarch.layers import gates as gate_registry
+from memarch.layers import decay_gates
 from memarch.memory import make_retention
 from memarch.mixers._registry import build
 from memarch.testing import assert_close, rel_rms
@@ -225,8 +225,8 @@ def _protocol_checks(mixer, x, tol: float) -> dict[str, float]:
 def _gate_mixers(name: str) -> list[str]:
     if name in _BUILTIN_GATE_PARAMS:
         return [_BUILTIN_GATE_PARAMS[name][0]]
-    entry = gate_registry.gate_entry(name, mixer="gla")  # ValueError if unknown
-    return ["gla"] if entry.per_channel else list(GATE_MIXERS)
+    entry = decay_gates.decay_gate_entry(name, mixer="gla")  # ValueError if unknown
+    return ["gla"] if entry.metadata["per_channel"] else list(GATE_MIXERS)
 
 
 def _check_gate_output(mixer, x: jax.Array) -> dict[str, float]:

@@ -9,8 +9,9 @@ SiLU first):
   ``dt_bias = softplus⁻¹(dt)``, dt log-uniform in [1e-3, 1e-1] (Mamba-2's initialisation).
 
 ``gate="mamba2"`` (default) is that decay; any other ``gate`` names a per-head decay gate
-registered with :func:`memarch.layers.gates.register_gate` (``log α_t = gate(x)_t``), which
-replaces ``W_a``, ``A_log`` and ``dt_bias`` (``dt_min``/``dt_max`` then do nothing).
+registered with :func:`memarch.layers.decay_gates.register_decay_gate`
+(``log α_t = gate(x)_t``), which replaces ``W_a``, ``A_log`` and ``dt_bias`` (``dt_min``/``dt_max``
+then do nothing).
 
 ``β_t = σ(W_β x_t)``, or ``2σ(·)`` with ``allow_neg_eigval`` (eigenvalues of the transition
 in (−1, 1)). Output: ``o_proj(RMSNorm(o) ⊙ silu(W_g x))``.
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memarch.layers import gates as gate_registry
+from memarch.layers import decay_gates
 from memarch.layers.norms import l2_normalize
 from memarch.mixers._recurrent import RecurrentConfig, RecurrentMixer
 from memarch.mixers._registry import register
@@ -47,7 +48,7 @@ class GatedDeltaNetConfig(DeltaNetConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.gate != "mamba2":
-            gate_registry.gate_entry(self.gate, mixer="gated_deltanet")  # ValueError if unknown
+            decay_gates.decay_gate_entry(self.gate, mixer="gated_deltanet")  # ValueError if unknown
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max; got {self.dt_min}, {self.dt_max}")
 
@@ -88,7 +89,7 @@ class GatedDeltaNet(DeltaNet):
     ):
         super().__init__(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
         if config.gate != "mamba2":  # a registered gate
-            self.decay_gate = gate_registry.build_gate(
+            self.decay_gate = decay_gates.build_decay_gate(
                 config.gate,
                 mixer="gated_deltanet",
                 d_model=d_model,
@@ -111,7 +112,7 @@ class GatedDeltaNet(DeltaNet):
         if self.config.gate != "mamba2":
             g = self.decay_gate(x)
             b, t, _ = x.shape
-            gate_registry.check_gate_output(
+            decay_gates.check_decay_gate_output(
                 self.config.gate,
                 g,
                 batch=b,

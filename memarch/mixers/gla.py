@@ -5,9 +5,10 @@
 ``g_t = logsigmoid(W₂ W₁ x_t + b₂) / τ`` (rank 16, τ = 16 as in flash-linear-attention),
 optionally clamped below; ``gate="head"`` gives one decay per head (the RetNet / Mamba-2 style
 scalar gate) instead of one per key channel; any other ``gate`` names a decay gate registered
-with :func:`memarch.layers.gates.register_gate`, which then replaces the low-rank projection
-(the ``gate_*`` options apply to the two built-ins only). Unlike FLA's default, the short conv
-is on (kernel 4), as in every mixer of this family here; set ``short_conv=0`` for the original.
+with :func:`memarch.layers.decay_gates.register_decay_gate`, which then replaces the low-rank
+projection (the ``gate_*`` options apply to the two built-ins only). Unlike FLA's default, the
+short conv is on (kernel 4), as in every mixer of this family here; set ``short_conv=0`` for
+the original.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memarch.layers import gates as gate_registry
+from memarch.layers import decay_gates
 from memarch.mixers._recurrent import RecurrentConfig, RecurrentMixer
 from memarch.mixers._registry import register
 from memarch.ops import gla, gla_step
@@ -40,7 +41,7 @@ class GLAConfig(RecurrentConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.gate not in GATES:
-            gate_registry.gate_entry(self.gate, mixer="gla")  # ValueError naming accepted
+            decay_gates.decay_gate_entry(self.gate, mixer="gla")  # ValueError naming accepted
         if self.gate_rank < 1:
             raise ValueError(f"gate_rank must be >= 1; got {self.gate_rank}")
         if self.gate_normalizer <= 0:
@@ -57,7 +58,7 @@ class GLA(RecurrentMixer):
     def __init__(self, config: GLAConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs):
         super().__init__(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
         if config.gate not in GATES:  # a registered gate
-            self.decay_gate = gate_registry.build_gate(
+            self.decay_gate = decay_gates.build_decay_gate(
                 config.gate,
                 mixer="gla",
                 d_model=d_model,
@@ -80,7 +81,7 @@ class GLA(RecurrentMixer):
         b, t, _ = x.shape
         if self.config.gate not in GATES:
             g = self.decay_gate(x)
-            gate_registry.check_gate_output(
+            decay_gates.check_decay_gate_output(
                 self.config.gate,
                 g,
                 batch=b,

@@ -9,7 +9,7 @@ with b initialised large (``gate_bias``, 18 in the paper) so that β ≈ 1 at th
 adds the *additive* bias ``(t − i)·log β_i`` to the logits (weight ∝ ``β_i^{t−i} e^{q·k}``);
 GQA query heads share their KV head's β. When ``capacity_budget`` M is set, the training
 forward sows ``capacity_weight · L_cap`` (:func:`memarch.kvcache.capacity_loss`) as
-``aux_loss``. ``use_retention_gates = False`` (see :func:`memarch.kvcache.retention_gates`)
+``aux_loss``. ``use_retention_gates = False`` (see :func:`memarch.kvcache.trimkv_gates_enabled`)
 drops the bias: the model becomes its own distillation teacher.
 
 Decoding keeps ``log β`` and the position of every cached key. With
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from memarch.kvcache.losses import GATE_NAME, capacity_loss
+from memarch.kvcache.losses import TRIMKV_GATE_NAME, capacity_loss
 from memarch.mixers._decay_attention import DecayAttention, DecayAttentionConfig
 from memarch.mixers._registry import register
 
@@ -70,7 +70,7 @@ class TrimKV(DecayAttention):
         super().__init__(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
         setattr(
             self,
-            GATE_NAME,
+            TRIMKV_GATE_NAME,
             RetentionGate(
                 d_model, config.gate_hidden, self.num_kv_heads, config.gate_bias, rngs=rngs
             ),
@@ -81,7 +81,7 @@ class TrimKV(DecayAttention):
         return False, True
 
     def _gates(self, x: jax.Array):
-        return None, getattr(self, GATE_NAME)(x)
+        return None, getattr(self, TRIMKV_GATE_NAME)(x)
 
     def _bias_slope(self, log_beta):
         if not self.use_retention_gates:

@@ -3,6 +3,17 @@
 ``tokens [B, T] -> embed -> L × (x + mixer(norm(x)); x + MLP(norm(x))) -> norm -> logits``.
 The mixer of each layer comes from a layer pattern (see :mod:`memarch.models.pattern`); any
 registered mixer may appear in any layer. The head is tied to the embedding or separate.
+
+Mixer options are typed: a layer's options are its mixer's options dataclass
+(``mixers.config_class(name)``). ``LMConfig.mixers`` sets them per mixer name (every layer of
+that mixer), ``LMConfig.layers`` per layer index (overriding the per-name options)::
+
+    LMConfig(pattern="RRRS", mixers={"gla": {"chunk_size": 32}}, layers={3: {"window": 128}})
+
+(command-line overrides ``model.mixers.gla.chunk_size=32``, ``model.layers.3.window=128``).
+Both are checked when the config is made: unknown mixer names, unknown option names (closest
+valid name suggested), wrongly typed values and layer indices out of range each raise a
+``ValueError`` naming the dotted key (``model.mixers.moneta.p``) and what is accepted.
 """
 
 from __future__ import annotations
@@ -19,6 +30,47 @@ from memarch import mixers
 from memarch.layers.mlp import SwiGLU
 from memarch.layers.norms import RMSNorm
 from memarch.models.pattern import parse_pattern, ratio_pattern
+from memarch.registry import build_options, did_you_mean
+
+
+def _mixer_options(mixers_field: Any) -> dict[str, Any]:
+    """``{name: options dataclass}`` from ``{name: dataclass | mapping}``, checked."""
+    if not isinstance(mixers_field, dict):
+        raise ValueError(
+            f"model.mixers must be a dict of mixer name -> options; got {mixers_field!r}"
+        )
+    out = {}
+    for name, options in mixers_field.items():
+        known = mixers.available()
+        if name not in known:
+            raise ValueError(
+                f"model.mixers.{name}: unknown mixer {name!r}{did_you_mean(name, known)}; "
+                f"available mixers: {known}"
+            )
+        cls = mixers.config_class(name)
+        if type(options) is cls:
+            out[name] = options
+        elif dataclasses.is_dataclass(options):
+            raise ValueError(
+                f"model.mixers.{name} must be a {cls.__name__} (or a dict of its fields); "
+                f"got a {type(options).__name__}"
+            )
+        else:
+            out[name] = build_options(cls, options, where=f"model.mixers.{name}")
+    return out
+
+
+def _layer_index(key: Any, num_layers: int) -> int:
+    """A layer index from an int or its decimal string (JSON object keys are strings)."""
+    index = key
+    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        index = int(key)
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < num_layers:
+        raise ValueError(
+            f"model.layers.{key}: layer index must be an int in [0, {num_layers}) "
+            f"(the model has {num_layers} layers); got {key!r}"
+        )
+    return index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +86,50 @@ class LMConfig:
     placement: str = "last"  # where attention sits in each ratio group: last | first | middle
     mlp_hidden: int | None = None  # SwiGLU width; None = 8/3·d_model; 0 = no MLP
     tie_embeddings: bool = True  # logits = x Eᵀ (else a separate head)
-    mixer_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # per name
+    # mixer name -> its options dataclass (or a dict of its fields): every layer of that mixer
+    mixers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # layer index -> {option: value} overriding the per-name options of that layer's mixer
+    layers: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
     norm_eps: float = 1e-6  # RMSNorm epsilon
+
+    def __post_init__(self):
+        object.__setattr__(self, "mixers", _mixer_options(self.mixers))
+        if not isinstance(self.layers, dict):
+            raise ValueError(
+                f"model.layers must be a dict of layer index -> options; got {self.layers!r}"
+            )
+        if not self.layers:
+            return
+        names = self.layer_names()
+        layers = {}
+        for key, overrides in self.layers.items():
+            i = _layer_index(key, len(names))
+            if i in layers:
+                raise ValueError(f"model.layers.{key}: layer {i} is given twice")
+            if not isinstance(overrides, dict):
+                raise ValueError(
+                    f"model.layers.{key} must be a dict of {names[i]} options; got {overrides!r}"
+                )
+            base = self._mixer_base(names[i])
+            fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
+            # checks the option names and value types, then the mixer's own validation
+            resolved = build_options(type(base), {**fields, **overrides}, where=f"model.layers.{i}")
+            layers[i] = {k: getattr(resolved, k) for k in overrides}
+        object.__setattr__(self, "layers", dict(sorted(layers.items())))
+
+    def _mixer_base(self, name: str) -> Any:
+        """Mixer ``name``'s per-name options (its defaults where ``mixers`` has no entry)."""
+        options = self.mixers.get(name)
+        return mixers.config_class(name)() if options is None else options
+
+    def layer_options(self, index: int) -> Any:
+        """The options dataclass of layer ``index``: its mixer's defaults, then
+        ``mixers[name]``, then ``layers[index]``."""
+        names = self.layer_names()
+        i = _layer_index(index, len(names))
+        base = self._mixer_base(names[i])
+        overrides = self.layers.get(i, {})
+        return dataclasses.replace(base, **overrides) if overrides else base
 
     def layer_names(self) -> list[str]:
         """The mixer name of each layer."""
@@ -57,14 +151,15 @@ class LMConfig:
 class Block(nnx.Module):
     """Pre-norm residual block: ``x + mixer(norm(x))`` then ``x + MLP(norm(x))``."""
 
-    def __init__(self, mixer_name: str, config: LMConfig, *, rngs: nnx.Rngs):
+    def __init__(self, mixer_name: str, options: Any, config: LMConfig, *, rngs: nnx.Rngs):
+        """``options``: the layer's mixer options dataclass (``config.layer_options(i)``)."""
         self.mixer_norm = RMSNorm(config.d_model, eps=config.norm_eps)
         self.mixer = mixers.build(
             mixer_name,
             d_model=config.d_model,
             num_heads=config.num_heads,
             rngs=rngs,
-            **config.mixer_options.get(mixer_name, {}),
+            config=options,
         )
         has_mlp = config.mlp_hidden != 0
         self.mlp_norm = RMSNorm(config.d_model, eps=config.norm_eps) if has_mlp else None
@@ -95,7 +190,12 @@ class LM(nnx.Module):
             rngs=rngs,
             embedding_init=nnx.initializers.normal(stddev=config.d_model**-0.5),
         )
-        self.blocks = nnx.List([Block(n, config, rngs=rngs) for n in self.layer_names])
+        self.blocks = nnx.List(
+            [
+                Block(n, config.layer_options(i), config, rngs=rngs)
+                for i, n in enumerate(self.layer_names)
+            ]
+        )
         self.final_norm = RMSNorm(config.d_model, eps=config.norm_eps)
         self.head = (
             None

@@ -7,7 +7,9 @@ multi-host start-up (:class:`DistributedConfig`) and checkpointing (:class:`Chec
 
 A config file is a Python module in ``configs/`` with ``get_config() -> TrainConfig``.
 Overrides from the command line are applied with :func:`apply_overrides`; an unknown key or a
-value of the wrong type is rejected with the closest valid key named.
+value of the wrong type is rejected with the closest valid key named. Mixer options are set
+per mixer name or per layer index (``model.mixers.gla.chunk_size=32``,
+``model.layers.3.window=128``); :class:`LMConfig` checks them (names, types, layer range).
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import difflib
 import importlib.util
 import inspect
 import json
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
 from memarch.data.config import DataConfig
 from memarch.models.lm import LMConfig
+from memarch.registry import matches_type
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,33 +172,6 @@ def _field_paths(cfg: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def _matches(value: Any, tp: Any) -> bool:
-    """Loose runtime check of ``value`` against a field annotation."""
-    if tp is Any:
-        return True
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (tuple, list)):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(v, args[0]) for v in value)
-        return len(args) == len(value) and all(
-            _matches(v, a) for v, a in zip(value, args, strict=True)
-        )
-    if origin is dict:
-        return isinstance(value, dict)
-    return isinstance(value, tp) if isinstance(tp, type) else True
-
-
 def _parse(text: str) -> Any:
     try:
         return ast.literal_eval(text)
@@ -220,15 +195,20 @@ def _set(cfg: Any, path: list[str], value: Any, full: str, root: Any) -> Any:
         raise ValueError(f"unknown config key {full!r}{hint}")
     current = getattr(cfg, name)
     if len(path) > 1:
-        if isinstance(current, dict):
+        if isinstance(
+            current, dict
+        ):  # e.g. model.mixers.<name>.<option>, model.layers.<i>.<option>
+            key = path[1]
+            if key not in current and key.isdigit() and int(key) in current:
+                key = int(key)  # model.layers.3 addresses the entry of layer index 3
             new = dict(current)
-            new[path[1]] = _set_in_dict(current.get(path[1], {}), path[2:], value, full)
+            new[key] = _set_in_dict(current.get(key, {}), path[2:], value, full)
             return dataclasses.replace(cfg, **{name: new})
         if not dataclasses.is_dataclass(current):
             raise ValueError(f"config key {full!r}: {name!r} is a value, not a section")
         return dataclasses.replace(cfg, **{name: _set(current, path[1:], value, full, root)})
     value = _to_tuples(value)
-    if not _matches(value, hints[name]):
+    if not matches_type(value, hints[name]):
         raise ValueError(
             f"config key {full!r} expects {hints[name]}; got {value!r} ({type(value).__name__})"
         )
@@ -240,6 +220,8 @@ def _set(cfg: Any, path: list[str], value: Any, full: str, root: Any) -> Any:
 def _set_in_dict(d: Any, path: list[str], value: Any, full: str) -> Any:
     if not path:
         return _to_tuples(value)
+    if dataclasses.is_dataclass(d):  # typed options: the owner re-checks the edited fields
+        d = {f.name: getattr(d, f.name) for f in dataclasses.fields(d) if f.init}
     if not isinstance(d, dict):
         raise ValueError(f"config key {full!r}: cannot index into {d!r}")
     new = dict(d)

@@ -25,7 +25,7 @@ TINY = TrainConfig(
         num_layers=2,
         ratio=1,
         mlp_hidden=0,
-        mixer_options={"gated_deltanet": {"head_dim": 8, "chunk_size": 8}},
+        mixers={"gated_deltanet": {"head_dim": 8, "chunk_size": 8}},
     ),
     data=DataConfig(
         vocab_size=32,
@@ -52,7 +52,7 @@ def get_config():
     return TrainConfig(
         model=LMConfig(vocab_size=32, d_model=16, num_heads=2, pattern=None, num_layers=2,
                        ratio=1, mlp_hidden=0,
-                       mixer_options={"gated_deltanet": {"head_dim": 8, "chunk_size": 8}}),
+                       mixers={"gated_deltanet": {"head_dim": 8, "chunk_size": 8}}),
         data=DataConfig(vocab_size=32, train_slices=((16, 2),), eval_slices=((16, 2),),
                         num_train_examples=64, num_eval_examples=4),
         optim=OptimConfig(warmup_steps=1), batch_size=4, num_steps=2, log_every=1,

@@ -11,10 +11,15 @@ import numpy as np
 import pytest
 
 from memarch.data.config import DataConfig
-from memarch.data.pipeline import TASKS, eval_batches, prompt_len, slice_source, train_dataset
+from memarch.data.pipeline import (
+    data_task_names,
+    eval_batches,
+    prompt_len,
+    slice_source,
+    train_dataset,
+)
 from memarch.data.source import IGNORE_INDEX
-from memarch.data.tasks import TASKS as RECALL_TASKS
-from memarch.data.tasks import get_task, slice_config, uniform_predictions
+from memarch.data.tasks import RECALL_TASKS, get_task, slice_config, uniform_predictions
 from memarch.eval.recall import accuracy
 
 # one small data section per task: (data config, two slices)
@@ -51,14 +56,31 @@ DATA = {
 
 
 def test_every_task_is_registered_and_trainable():
-    assert set(DATA) == set(RECALL_TASKS) and set(TASKS) == {*RECALL_TASKS, "text"}
+    assert set(DATA) == set(RECALL_TASKS) and set(data_task_names()) == {*RECALL_TASKS, "text"}
     for name, spec in RECALL_TASKS.items():
         assert spec.name == name and len(spec.slice_names) == 2
     with pytest.raises(ValueError, match="task must be one of"):
         get_task("mqr")
 
 
-@pytest.mark.parametrize("name", sorted(DATA))
+def test_user_task_is_registered_beside_the_builtins():
+    """A task registered outside memarch is accepted by data.task and the pipeline alike."""
+    spec = dataclasses.replace(get_task("mqar"), name="t_my_mqar")
+    RECALL_TASKS.register("t_my_mqar", spec)
+    try:
+        assert "t_my_mqar" in data_task_names() and get_task("t_my_mqar") is spec
+        data = dataclasses.replace(DATA["mqar"], task="t_my_mqar")
+        mine = slice_source(data, *data.train_slices[0], seed=1, num_examples=2)
+        ref = slice_source(DATA["mqar"], *data.train_slices[0], seed=1, num_examples=2)
+        np.testing.assert_array_equal(mine[1]["inputs"], ref[1]["inputs"])
+        with pytest.raises(ValueError, match="built-in task"):
+            RECALL_TASKS.register("mqar", spec, replace=True)
+    finally:
+        RECALL_TASKS.unregister("t_my_mqar")
+    assert "t_my_mqar" not in data_task_names()
+
+
+@pytest.mark.parametrize("name", RECALL_TASKS.available())
 def test_oracle_scores_one_and_uniform_scores_chance(name):
     data = DATA[name]
     spec = get_task(name)
@@ -106,7 +128,7 @@ def test_forgetting_labels_are_the_latest_value():
     )
 
 
-@pytest.mark.parametrize("name", sorted(DATA))
+@pytest.mark.parametrize("name", RECALL_TASKS.available())
 def test_train_and_test_streams_do_not_overlap(name):
     data = DATA[name]
     for i, (a, b) in enumerate(data.train_slices):
@@ -121,7 +143,7 @@ def test_train_and_test_streams_do_not_overlap(name):
         assert not any(row.tobytes() in seen for row in test_rows)
 
 
-@pytest.mark.parametrize("name", sorted(DATA))
+@pytest.mark.parametrize("name", RECALL_TASKS.available())
 def test_pipeline_trains_every_task(name):
     data = DATA[name]
     lengths = [slice_config(data, a, b).seq_len for a, b in data.train_slices]

@@ -29,7 +29,7 @@ from memarch.train.config import DataConfig
 def tiny_lm(pattern="KF"):
     opts = {"trimkv": {"gate_bias": 1.0, "gate_hidden": 8}, "fox": {"forget_bias": 2.0}}
     cfg = LMConfig(
-        vocab_size=32, d_model=32, num_heads=2, pattern=pattern, mlp_hidden=0, mixer_options=opts
+        vocab_size=32, d_model=32, num_heads=2, pattern=pattern, mlp_hidden=0, mixers=opts
     )
     return LM(cfg, rngs=nnx.Rngs(0))
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from memarch.kvcache import cache as kvc
 from memarch.kvcache.policies import (
+    EVICTION_POLICIES,
     H2O,
     TOVA,
+    EvictionPolicy,
     RetentionEviction,
     SnapKV,
     StreamingLLM,
@@ -111,3 +115,44 @@ def test_tova_uses_the_last_query_averaged_over_heads():
 def test_rejects_bad_policies(name, options, match):
     with pytest.raises(ValueError, match=match):
         make_policy(name, **options)
+
+
+# options that fit a budget of 4 (defaults otherwise; trimkv_global needs its shared total)
+_REQUIRED = {"trimkv_global": {"total": 8}, "snapkv": {"window": 2}, "streaming_llm": {"sinks": 1}}
+
+
+@pytest.fixture
+def user_policy():
+    """A user eviction policy (keep the oldest keys) registered for one test."""
+
+    @EVICTION_POLICIES.register("t_oldest")
+    @dataclasses.dataclass(frozen=True)
+    class Oldest(EvictionPolicy):
+        def scores(self, cache, probs, t_next, prefill):
+            return -cache.pos.astype(jnp.float32), cache.stat
+
+    yield "t_oldest"
+    EVICTION_POLICIES.unregister("t_oldest")
+
+
+def _policy_names():
+    return [*EVICTION_POLICIES.available(), "t_oldest"]
+
+
+@pytest.mark.parametrize("name", _policy_names())
+def test_every_registered_policy_keeps_budget_slots(name, request):
+    """Parametrised over the registry (plus a user entry): a new policy is tested alike."""
+    if name == "t_oldest":
+        request.getfixturevalue("user_policy")
+    policy = make_policy(name, budget=4, **_REQUIRED.get(name, {}))
+    c = cache_with(list(range(8)), slope=np.linspace(-1.0, -0.1, 8))
+    probs = np.full((1, 1, 1, 8, 8), 1.0 / 8)
+    sc, stat = policy.scores(c, jnp.asarray(probs, jnp.float32), jnp.asarray(8), True)
+    assert sc.shape == stat.shape == c.pos.shape
+    got, _ = kept(policy, c, probs, 8, True)
+    assert len(got) == 4 and set(got) <= set(range(8))
+
+
+def test_policy_options_are_type_checked():
+    with pytest.raises(ValueError, match=r"h2o\.recent expects int \| None; got 'two'"):
+        make_policy("h2o", budget=8, recent="two")

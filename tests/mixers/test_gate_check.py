@@ -1,4 +1,4 @@
-"""The decay-gate registry (memarch.layers.gates) and the public gate checks
+"""The decay-gate registry (memarch.layers.decay_gates) and the public gate checks
 (memarch.mixers.conformance.check_gate / check_retention): they pass for the built-in gates and
 for a well-formed new gate, and each deliberately broken gate is caught with a message naming
 what is wrong."""
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from memarch.layers import gates as gate_registry
+from memarch.layers import decay_gates
 from memarch.memory.retention import register_retention, unregister_retention
 from memarch.mixers import build, conformance
 
@@ -95,13 +95,13 @@ _TEST_GATES = {
 @pytest.fixture(scope="module", autouse=True)
 def registered():
     for name, (cls, per_channel) in _TEST_GATES.items():
-        gate_registry.register_gate(name, per_channel=per_channel)(cls)
+        decay_gates.register_decay_gate(name, per_channel=per_channel)(cls)
     register_retention("t_tanh_clip")(lambda a: 2.0 * jnp.tanh(a / 2.0))
     register_retention("t_unit_norm")(lambda a: a / jnp.linalg.norm(a))  # NaN at A = 0
     register_retention("t_sqrt")(lambda a: jnp.sign(a) * jnp.sqrt(jnp.abs(a)))  # ∞ slope at 0
     yield
     for name in _TEST_GATES:
-        gate_registry.unregister_gate(name)
+        decay_gates.unregister_decay_gate(name)
     for name in ("t_tanh_clip", "t_unit_norm", "t_sqrt"):
         unregister_retention(name)
 
@@ -140,11 +140,11 @@ def test_registry_rejects_bad_names_and_options():
     with pytest.raises(ValueError, match="per key channel; gated_deltanet needs one decay per"):
         _mixer("gated_deltanet", "t_channel")
     with pytest.raises(ValueError, match="already registered"):
-        gate_registry.register_gate("t_good")(_Base)
+        decay_gates.register_decay_gate("t_good")(_Base)
     with pytest.raises(ValueError, match="built-in gate"):
-        gate_registry.register_gate("mamba2")(_Base)
+        decay_gates.register_decay_gate("mamba2")(_Base)
     with pytest.raises(ValueError, match="nnx.Module subclass"):
-        gate_registry.register_gate("t_function")(lambda x: x)
+        decay_gates.register_decay_gate("t_function")(lambda x: x)
     with pytest.raises(ValueError, match=r"must return shape \(2, 12, 2\); got \(2, 12, 2, 8\)"):
         _mixer("gla", "t_wrong_shape")(_x())
     with pytest.raises(ValueError, match="mixers must be among"):

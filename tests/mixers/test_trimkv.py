@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from memarch import mixers
-from memarch.kvcache import capacity_loss, retention_gates
+from memarch.kvcache import capacity_loss, trimkv_gates_enabled
 from memarch.models.forward import collect_intermediates
 from memarch.ops import decay_attention
 from memarch.testing import assert_close
@@ -35,7 +35,7 @@ def test_unit_retention_equals_plain_attention(num_kv_heads):
     assert_close("β ≡ 1", trim(x)[0], att(x)[0], 1e-5)
     leaky = build(num_kv_heads=num_kv_heads, gate_bias=0.0, gate_hidden=8)
     assert float(jnp.max(jnp.abs(leaky(x)[0] - att(x)[0]))) > 1e-3
-    with retention_gates(leaky, False):  # the distillation teacher
+    with trimkv_gates_enabled(leaky, False):  # the distillation teacher
         assert_close("gates off", leaky(x)[0], att(x)[0], 1e-5)
     assert leaky.use_retention_gates
 

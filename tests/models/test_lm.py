@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from memarch.mixers import config_class
 from memarch.models import LM, LMConfig, generate
 from memarch.testing import assert_close
 
@@ -13,7 +14,7 @@ CFG = LMConfig(
     num_heads=2,
     pattern="LSA",
     mlp_hidden=48,
-    mixer_options={"swa": {"window": 4}, "linear_attention": {"chunk_size": 16}},
+    mixers={"swa": {"window": 4}, "linear_attention": {"chunk_size": 16}},
 )
 
 
@@ -113,3 +114,38 @@ def test_config_errors():
         LMConfig(pattern="AA", num_layers=2, ratio=1).layer_names()
     with pytest.raises(ValueError, match="vocab_size"):
         LM(LMConfig(vocab_size=1), rngs=nnx.Rngs(0))
+
+
+def test_two_layers_of_one_mixer_with_different_options():
+    cfg = LMConfig(
+        vocab_size=50,
+        d_model=32,
+        num_heads=2,
+        pattern="SS",
+        mixers={"swa": {"window": 4}},
+        layers={1: {"window": 16, "qk_norm": True}},
+    )
+    model = LM(cfg, rngs=nnx.Rngs(0))
+    first, second = (b.mixer for b in model.blocks)
+    assert first.config.window == 4 and not first.config.qk_norm
+    assert second.config.window == 16 and second.config.qk_norm
+    assert nnx.state(first) != nnx.state(second)  # qk_norm adds parameters to layer 1 only
+    assert jax.tree.structure(nnx.state(first)) != jax.tree.structure(nnx.state(second))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"mixers": {"sw": {}}}, r"model\.mixers\.sw: unknown mixer 'sw' \(did you mean 'swa'"),
+        ({"mixers": {"swa": {"windw": 3}}}, r"unknown option 'windw' \(model\.mixers\.swa"),
+        ({"mixers": {"swa": {"window": "3"}}}, r"model\.mixers\.swa\.window expects"),
+        ({"mixers": {"swa": config_class("gla")()}}, r"model\.mixers\.swa must be a"),
+        ({"layers": {3: {"window": 3}}}, r"model\.layers\.3: layer index must be an int"),
+        ({"layers": {-1: {"window": 3}}}, r"model\.layers\.-1: layer index"),
+        ({"layers": {1: {"window": 0}}}, "window must be a positive int"),
+        ({"layers": {0: {"window": 3}}}, r"unknown option 'window' \(model\.layers\.0\.window"),
+    ],
+)
+def test_bad_mixer_options_fail_at_config_time(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LMConfig(pattern="LS", **kwargs)

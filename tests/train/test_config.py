@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from memarch import mixers
+from memarch.eval.recall import config_from_dict
 from memarch.train.config import (
     TrainConfig,
     apply_overrides,
@@ -28,13 +30,13 @@ def test_overrides_nested_typed_and_literal():
             "num_steps=7",
             "model.pattern=LLA",
             "data.train_slices=[(32, 2)]",
-            "model.mixer_options.swa.window=8",
+            "model.mixers.swa.window=8",
             "optim.b1=1",
         ],
     )
     assert cfg.optim.learning_rate == 3e-4 and cfg.num_steps == 7
     assert cfg.model.pattern == "LLA" and cfg.data.train_slices == ((32, 2),)
-    assert cfg.model.mixer_options == {"swa": {"window": 8}}
+    assert cfg.model.mixers == {"swa": mixers.config_class("swa")(window=8)}
     assert cfg.optim.b1 == 1.0 and isinstance(cfg.optim.b1, float)
 
 
@@ -83,3 +85,62 @@ def test_variant_sets_pattern_seed_and_lr_together():
     assert (cfg.name, cfg.model.pattern, cfg.seed, cfg.data.seed) == ("x", "LA", 3, 3)
     assert cfg.optim.learning_rate == 1e-2 and cfg.optim.warmup_steps == base.optim.warmup_steps
     assert variant(base) == base
+
+
+def test_per_mixer_and_per_layer_overrides():
+    cfg = apply_overrides(
+        TrainConfig(),
+        [
+            "model.pattern=RRRS",
+            "model.mixers.gla.chunk_size=32",
+            "model.layers.3.window=128",
+            "model.layers.1.chunk_size=16",
+            "model.mixers.moneta.theta_max=1",
+        ],
+    )
+    m = cfg.model
+    assert m.mixers["gla"] == mixers.make_config("gla", chunk_size=32)
+    assert m.layers == {1: {"chunk_size": 16}, 3: {"window": 128}}
+    assert [m.layer_options(i).chunk_size for i in range(3)] == [32, 16, 32]
+    assert m.layer_options(3).window == 128
+    theta_max = m.mixers["moneta"].theta_max
+    assert theta_max == 1.0 and isinstance(theta_max, float)
+
+
+@pytest.mark.parametrize(
+    "item,match",
+    [
+        ("model.mixers.moneta.p=three", r"model\.mixers\.moneta\.p expects float; got 'three'"),
+        (
+            "model.mixers.glx.chunk_size=3",
+            r"model\.mixers\.glx: unknown mixer 'glx' "
+            r"\(did you mean 'gla'\?\); available mixers: \[.*'gla'",
+        ),
+        (
+            "model.mixers.gla.chunk_sise=3",
+            r"unknown option 'chunk_sise' "
+            r"\(model\.mixers\.gla\.chunk_sise\) \(did you mean 'chunk_size'\?\); accepted",
+        ),
+        ("model.layers.2.window=8", r"model\.layers\.2: layer index must be an int in \[0, 2\)"),
+        (
+            "model.layers.1.windw=8",
+            r"unknown option 'windw' \(model\.layers\.1\.windw\) "
+            r"\(did you mean 'window'\?\)",
+        ),
+        ("model.layers.1.window=wide", r"model\.layers\.1\.window expects int \| None"),
+    ],
+)
+def test_bad_mixer_option_overrides(item, match):
+    """Each bad per-mixer or per-layer option fails at config time, naming the dotted key."""
+    base = apply_overrides(TrainConfig(), ["model.pattern=LS"])
+    with pytest.raises(ValueError, match=match):
+        apply_overrides(base, [item])
+
+
+def test_per_layer_options_round_trip_through_json():
+    cfg = apply_overrides(
+        TrainConfig(),
+        ["model.pattern=SS", "model.mixers.swa.window=4", "model.layers.1.window=8"],
+    )
+    back = config_from_dict(TrainConfig, json.loads(config_to_json(cfg)))
+    assert back == cfg and back.model.layers == {1: {"window": 8}}

@@ -21,7 +21,7 @@ SMALL = TrainConfig(
         num_heads=2,
         pattern="AA",
         mlp_hidden=0,
-        mixer_options={"attention": {"short_conv": 4}},
+        mixers={"attention": {"short_conv": 4}},
     ),
     data=DataConfig(
         vocab_size=64,

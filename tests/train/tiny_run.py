@@ -27,7 +27,7 @@ TINY = TrainConfig(
         num_heads=2,
         pattern="GA",  # Gated DeltaNet then attention: every sharding rule is exercised
         mlp_hidden=64,
-        mixer_options={"gated_deltanet": {"short_conv": 4}},
+        mixers={"gated_deltanet": {"short_conv": 4}},
     ),
     data=DataConfig(
         vocab_size=32,

@@ -9,15 +9,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from memarch.kvcache import GATE_PARAMS, RetentionEviction
+from memarch.kvcache import TRIMKV_GATE_PARAMS, RetentionEviction
 from memarch.kvcache.global_budget import global_keep, total_kept
 from memarch.models.lm import LM, LMConfig
-from memarch.train.retention import gate_optimizer, gate_train_step, trimkv_objective
+from memarch.train.trimkv_gates import trimkv_gate_optimizer, trimkv_gate_step, trimkv_objective
 
 
 def tiny_lm(**trim):
     opts = {"trimkv": {"gate_bias": 2.0, "gate_hidden": 8, "capacity_budget": 3.0, **trim}}
-    cfg = LMConfig(vocab_size=16, d_model=32, num_heads=2, pattern="KA", mixer_options=opts)
+    cfg = LMConfig(vocab_size=16, d_model=32, num_heads=2, pattern="KA", mixers=opts)
     return LM(cfg, rngs=nnx.Rngs(0))
 
 
@@ -28,14 +28,14 @@ def batch():
 
 def test_gate_only_step_moves_only_the_gates():
     model = tiny_lm()
-    opt = gate_optimizer(model, optax.adam(1e-2))
+    opt = trimkv_gate_optimizer(model, optax.adam(1e-2))
     before = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    gates_before = nnx.to_pure_dict(nnx.state(model, GATE_PARAMS))
-    loss, metrics = gate_train_step(model, opt, batch())
+    gates_before = nnx.to_pure_dict(nnx.state(model, TRIMKV_GATE_PARAMS))
+    loss, metrics = trimkv_gate_step(model, opt, batch())
     assert np.isfinite(float(loss))
     assert float(metrics["kl"]) > 0 and float(metrics["capacity"]) > 0
     after = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    gates_after = nnx.to_pure_dict(nnx.state(model, GATE_PARAMS))
+    gates_after = nnx.to_pure_dict(nnx.state(model, TRIMKV_GATE_PARAMS))
     n_gate = len(jax.tree.leaves(gates_before))
     assert n_gate == 4  # up.kernel, up.bias, down.kernel and the bias b of the one K layer
     changed = [

@@ -1,4 +1,4 @@
-"""Bounded, data-dependent write gates computed from the layer input.
+"""Memory write gates: bounded, data-dependent θ, η, α, δ computed from the layer input.
 
 Per head and token, from ``x [B, T, D]`` (one linear projection each, with a bias set so the
 gate starts at its ``*_init`` value)::
@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from memarch.memory.biases import uses_delta
 from memarch.memory.config import MemoryConfig
 from memarch.memory.engine import WriteGates, make_spec
 
@@ -80,6 +81,6 @@ class MemoryGates(nnx.Module):
         delta = None
         if self.delta is not None:
             delta = jax.nn.softplus(f32(self.delta))
-        elif cfg.bias in ("huber", "huber_norm"):
+        elif uses_delta(cfg.bias):
             delta = jnp.full((b, t, h), cfg.delta_init, jnp.float32)
         return WriteGates(lr=lr, log_momentum=log_mom, log_keep=log_keep, delta=delta)
