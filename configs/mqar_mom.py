@@ -37,7 +37,12 @@ def get_config() -> TrainConfig:
             mlp_hidden=0,  # no MLP, as in Zoology's MQAR models
             mixers={
                 "mom": dict(  # the paper's routing: 4 memories, top-2, shared memory, aux 0.01
-                    _SAME_STATE, num_memories=4, top_k=2, shared_memory=True, aux_loss_weight=0.01
+                    base="gated_deltanet",
+                    base_options=_SAME_STATE,  # each memory: a GDN memory of the same size
+                    num_memories=4,
+                    top_k=2,
+                    shared_memory=True,
+                    aux_loss_weight=0.01,
                 ),
                 "gated_deltanet": dict(_SAME_STATE),  # a single memory of the same size
             },

@@ -23,9 +23,12 @@ HEAD_DIM = 8  # per-memory state 2 heads × 8 × 8 per layer (configs/mqar_mom.p
 
 def get_config() -> TrainConfig:
     base = load_config(Path(__file__).with_name("mqar_mom.py"))
+    gdn, mom = (base.model.mixers[n] for n in ("gated_deltanet", "mom"))
     options = {
-        name: dataclasses.replace(opts, head_dim=HEAD_DIM)
-        for name, opts in base.model.mixers.items()
+        "gated_deltanet": dataclasses.replace(gdn, head_dim=HEAD_DIM),
+        "mom": dataclasses.replace(
+            mom, base_options={**dict(mom.base_options), "head_dim": HEAD_DIM}
+        ),
     }
     slices = ((64, 16), (128, 32))  # (L, pairs): pairs ≥ 2 × head width
     return dataclasses.replace(

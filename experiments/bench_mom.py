@@ -62,18 +62,13 @@ def interleaved_best(fns: list, repeats: int) -> list[float]:
 
 def check(d: int, h: int, head_dim: int) -> float:
     """MoM(1, 1, no shared) == base GDN (copied weights); MoM full == prefill + decode."""
-    common = dict(d_model=d, num_heads=h, head_dim=head_dim, expand_v=1.0, chunk_size=16)
+    opts = dict(head_dim=head_dim, expand_v=1.0, chunk_size=16)
+    common = dict(d_model=d, num_heads=h, base_options=opts)
     mom = mixers.build(
         "mom", rngs=nnx.Rngs(0), num_memories=1, top_k=1, shared_memory=False, **common
     )
-    ref = mixers.build("gated_deltanet", rngs=nnx.Rngs(1), **common)
-    for name in ("q_proj", "g_proj", "o_proj"):
-        getattr(ref, name).kernel[...] = getattr(mom, name).kernel[...]
-    for name in ("k_proj", "v_proj", "beta_proj", "a_proj"):
-        getattr(ref, name).kernel[...] = getattr(mom, name)[0]
-    ref.A_log[...], ref.dt_bias[...] = mom.A_log[...], mom.dt_bias[...]
-    ref.conv.weight[...] = mom.conv.weight[...]
-    ref.o_norm.norm.scale[...] = mom.o_norm.norm.scale[...]
+    ref = mixers.build("gated_deltanet", rngs=nnx.Rngs(1), d_model=d, num_heads=h, **opts)
+    nnx.update(ref, nnx.state(mom.memory_mixer(0)))  # memory 0's weights
     x = jax.random.normal(jax.random.key(1), (2, 40, d))
     err = rel_rms(mom(x)[0], ref(x)[0])
     full = mixers.build("mom", rngs=nnx.Rngs(0), **common)  # M = 4, top-2, shared
@@ -96,12 +91,14 @@ def main() -> None:
     if not err <= 1e-5:
         raise SystemExit(f"refusing to report: MoM correctness check failed (rel. RMS {err:.2e})")
 
-    common = dict(d_model=a.D, num_heads=a.H, head_dim=a.head_dim, expand_v=1.0, chunk_size=64)
+    base = dict(head_dim=a.head_dim, expand_v=1.0, chunk_size=64)
+    common = dict(d_model=a.D, num_heads=a.H)
     x = jax.random.normal(jax.random.key(0), (a.B, a.T, a.D))
+    mom = {"num_memories": 4, "top_k": 2, "base_options": base}
     rows = [
-        ("gated_deltanet", {}, "T"),
-        ("mom", {"num_memories": 4, "top_k": 2, "shared_memory": False}, "2T"),
-        ("mom", {"num_memories": 4, "top_k": 2, "shared_memory": True}, "3T"),
+        ("gated_deltanet", base, "T"),
+        ("mom", {**mom, "shared_memory": False}, "2T"),
+        ("mom", {**mom, "shared_memory": True}, "3T"),
     ]
     fns, labels = [], []
     for name, opts, _ in rows:

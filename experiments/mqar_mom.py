@@ -102,7 +102,7 @@ def main() -> None:
         for n in means
         if n != g_name and g_name in means
     )
-    hd = base.model.mixers["mom"].head_dim
+    hd = dict(base.model.mixers["mom"].base_options)["head_dim"]
     slices = ", ".join(f"({n_len}, {n_pairs})" for n_len, n_pairs in base.data.train_slices)
     state = base.model.num_heads * hd * hd
     text = (

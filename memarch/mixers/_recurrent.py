@@ -65,7 +65,24 @@ def head_dims(config: Any, d_model: int, num_heads: int) -> tuple[int, int]:
 
 
 class RecurrentMixer(nnx.Module):
-    """Base class; subclasses set ``op``/``step_op`` and may override ``feature_map``/``gates``."""
+    """Base class; subclasses set ``op``/``step_op`` and may override ``feature_map``/``gates``.
+
+    The layer is exposed as reusable parts, so a mixture of memories
+    (:mod:`memarch.mixers.mom`) can run M copies of any subclass's memory without knowing which
+    subclass it is:
+
+    - :meth:`memory_params`: the attributes that write to the memory (key/value projections
+      and the gate parameters) — one copy per memory in a mixture; the rest (query
+      projection, short conv, output head, constants such as Gated DeltaNet's ``A_log``) is
+      shared;
+    - :meth:`query`, :meth:`keys_values`: the short conv's input channels ``q | k | v``
+      (:attr:`conv_channels` wide), :meth:`split_heads` splits the conv output into heads;
+    - :meth:`gates`: the op's gate arrays, token-local, computed from ``x``;
+    - :meth:`features`: conv output and gates -> the op's inputs (feature map);
+    - :meth:`identity_inputs`: op inputs of a step that leaves the state unchanged;
+    - :meth:`run_op`, :meth:`run_step`: the op pair (chunked op, single-token step op);
+    - :meth:`output`: the output head ``o_proj(RMSNorm(o) [⊙ silu(W_g x)])``.
+    """
 
     def __init__(self, config: RecurrentConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs):
         self.config = config
@@ -78,9 +95,10 @@ class RecurrentMixer(nnx.Module):
             nnx.Linear(d_model, h * dk, use_bias=False, rngs=rngs) if self.has_key_proj else None
         )
         self.v_proj = nnx.Linear(d_model, h * dv, use_bias=False, rngs=rngs)
-        conv_width = h * ((2 if self.has_key_proj else 1) * dk + dv)
         self.conv = (
-            ShortConv(conv_width, config.short_conv, rngs=rngs) if config.short_conv else None
+            ShortConv(self.conv_channels, config.short_conv, rngs=rngs)
+            if config.short_conv
+            else None
         )
         if config.output_gate:
             self.g_proj = nnx.Linear(d_model, h * dv, use_bias=False, rngs=rngs)
@@ -94,18 +112,28 @@ class RecurrentMixer(nnx.Module):
     has_key_proj: bool = True
 
     def feature_map(self, q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Maps q, k ``[B, T, H, K]`` before the op (identity by default)."""
+        """Maps q, k ``[..., H, K]`` before the op (identity by default)."""
         return q, k
 
     def gates(self, x: jax.Array) -> tuple[jax.Array, ...]:
-        """Gate arrays passed to the op after v (none by default). ``x [B, T, D]``."""
+        """Gate arrays passed to the op after v (none by default). ``x [B, T, D]`` -> arrays
+        ``[B, T, H]`` or ``[B, T, H, K]``, each position computed from ``x_t`` alone."""
         return ()
 
-    def prepare(self, x, q, k, v):
-        """``(x [B,T,D], q [B,T,H,K], k [B,T,H,K] | None, v [B,T,H,V]) -> (q, k, v, gates)``:
-        the op's inputs. By default the feature map on q, k and ``gates(x)``."""
+    def memory_params(self) -> tuple[str, ...]:
+        """Names of the attributes that write to the memory: the key and value projections
+        here; subclasses add their gate parameters. A mixture of memories owns one copy of
+        each per memory and shares every other parameter."""
+        return ("k_proj", "v_proj") if self.has_key_proj else ("v_proj",)
+
+    def features(
+        self, q: jax.Array, k: jax.Array | None, v: jax.Array, gates: tuple[jax.Array, ...]
+    ) -> tuple[jax.Array, jax.Array, jax.Array, tuple[jax.Array, ...]]:
+        """Conv output heads ``q, k [..., H, K]`` (k None without a key projection),
+        ``v [..., H, V]`` and ``gates`` -> the op's ``(q, k, v, gates)``: by default the
+        feature map on q, k. Any leading axes (``[B, T]``, or ``[B]`` for one decode step)."""
         q, k = self.feature_map(q, k)
-        return q, k, v, self.gates(x)
+        return q, k, v, gates
 
     # The recurrence, as a pair of memarch.ops functions with the shared op convention:
     #   op(q, k, v, *gates, initial_state=, output_final_state=, segment_ids=, impl=,
@@ -113,6 +141,96 @@ class RecurrentMixer(nnx.Module):
     #   step_op(q, k, v, *gates, state) -> (o [B, H, V], state), q/k/v without the T axis.
     op: Any = None
     step_op: Any = None
+
+    # --- the parts ----------------------------------------------------------------------------
+    @property
+    def conv_channels(self) -> int:
+        """Width C of the short conv's input ``q | k | v``: ``H·(2K + V)``, or ``H·(K + V)``
+        without a key projection."""
+        nk = 2 if self.has_key_proj else 1
+        return self.num_heads * (nk * self.key_dim + self.value_dim)
+
+    def query(self, x: jax.Array) -> jax.Array:
+        """``x [B, T, D] -> q [B, T, H·K]`` (before the conv)."""
+        return self.q_proj(x)
+
+    def keys_values(self, x: jax.Array) -> jax.Array:
+        """``x [B, T, D] -> k | v [B, T, C − H·K]`` (before the conv; v alone without a key
+        projection)."""
+        projs = ([self.k_proj(x)] if self.has_key_proj else []) + [self.v_proj(x)]
+        return jnp.concatenate(projs, axis=-1)
+
+    def split_heads(self, qkv: jax.Array) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+        """Conv output ``[..., C]`` -> ``q [..., H, K]``, ``k [..., H, K]`` (None without a
+        key projection), ``v [..., H, V]``."""
+        h, dk, dv = self.num_heads, self.key_dim, self.value_dim
+        lead = qkv.shape[:-1]
+        nk = 2 if self.has_key_proj else 1
+        q, k, v = jnp.split(qkv, [h * dk, nk * h * dk], axis=-1)
+        k = k.reshape(*lead, h, dk) if self.has_key_proj else None
+        return q.reshape(*lead, h, dk), k, v.reshape(*lead, h, dv)
+
+    def prepare(self, x, q, k, v):
+        """``(x [B,T,D], q [B,T,H,K], k [B,T,H,K] | None, v [B,T,H,V]) -> (q, k, v, gates)``:
+        the op's inputs, :meth:`features` with ``gates(x)``."""
+        return self.features(q, k, v, self.gates(x))
+
+    def identity_inputs(
+        self, valid: jax.Array, q: jax.Array, k: jax.Array, v: jax.Array, gates: tuple
+    ) -> tuple[jax.Array, jax.Array, jax.Array, tuple[jax.Array, ...]]:
+        """Op inputs where positions with ``valid [...]`` False (leading axes of q) become
+        steps that leave the state unchanged and read 0: q = k = v = 0 and every gate 0 (no
+        decay; a write strength of 0). Subclasses whose op has another identity override."""
+        ok = valid[..., None, None]
+        q, k, v = (jnp.where(ok, a, 0) for a in (q, k, v))
+        gates = tuple(
+            jnp.where(valid.reshape(valid.shape + (1,) * (g.ndim - valid.ndim)), g, 0)
+            for g in gates
+        )
+        return q, k, v, gates
+
+    def run_op(
+        self,
+        q: jax.Array,
+        k: jax.Array,
+        v: jax.Array,
+        gates: tuple[jax.Array, ...],
+        *,
+        initial_state: jax.Array | None = None,
+        output_final_state: bool = False,
+        segment_ids: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """The chunked (or naive, per ``config.impl``) op over ``[B, T, H, ·]`` inputs ->
+        ``(o [B, T, H, V], final state [B, H, K, V] or None)``."""
+        return type(self).op(
+            q,
+            k,
+            v,
+            *gates,
+            initial_state=initial_state,
+            output_final_state=output_final_state,
+            segment_ids=segment_ids,
+            impl=self.config.impl,
+            chunk_size=self.config.chunk_size,
+        )
+
+    def run_step(
+        self, q: jax.Array, k: jax.Array, v: jax.Array, gates: tuple, state: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """One token: ``q, k [B, H, K]``, ``v [B, H, V]``, ``state [B, H, K, V]`` ->
+        ``(o [B, H, V], state)``."""
+        return type(self).step_op(q, k, v, *gates, state)
+
+    def output(self, x: jax.Array, o: jax.Array) -> jax.Array:
+        """Output head: ``o [B, T, H, V] -> o_proj(RMSNorm(o) ⊙ silu(W_g x)) [B, T, D]``
+        (``o_proj(RMSNorm(o))`` without the output gate); RMSNorm per head."""
+        b, t, _ = x.shape
+        h, dv = self.num_heads, self.value_dim
+        if self.config.output_gate:
+            o = self.o_norm(o, self.g_proj(x).reshape(b, t, h, dv))
+        else:
+            o = self.o_norm(o)
+        return self.o_proj(o.reshape(b, t, h * dv))
 
     # --- the shared pipeline ------------------------------------------------------------------
     def init_cache(self, batch_size: int, max_len: int, dtype: Any = jnp.float32):
@@ -132,42 +250,30 @@ class RecurrentMixer(nnx.Module):
         segment_ids: jax.Array | None = None,
     ):
         check_call(x, self.d_model, cache, segment_ids)
-        b, t, _ = x.shape
-        h, dk, dv = self.num_heads, self.key_dim, self.value_dim
-        projs = (
-            [self.q_proj(x)] + ([self.k_proj(x)] if self.has_key_proj else []) + [self.v_proj(x)]
-        )
-        qkv = jnp.concatenate(projs, axis=-1)
+        t = x.shape[1]
+        qkv = jnp.concatenate([self.query(x), self.keys_values(x)], axis=-1)
         conv_cache = None
         if self.conv is not None:
             qkv, conv_cache = self.conv(
                 qkv, segment_ids=segment_ids, cache=None if cache is None else cache.conv
             )
-        nk = 2 if self.has_key_proj else 1
-        q, k, v = jnp.split(qkv, [h * dk, nk * h * dk], axis=-1)
-        k = k.reshape(b, t, h, dk) if self.has_key_proj else None
-        q, k, v, gates = self.prepare(x, q.reshape(b, t, h, dk), k, v.reshape(b, t, h, dv))
+        q, k, v = self.split_heads(qkv)
+        q, k, v, gates = self.prepare(x, q, k, v)
         if cache is not None and t == 1:
-            gates_t = [g[:, 0] for g in gates]
-            o, state = type(self).step_op(q[:, 0], k[:, 0], v[:, 0], *gates_t, cache.state)
+            gates_t = tuple(g[:, 0] for g in gates)
+            o, state = self.run_step(q[:, 0], k[:, 0], v[:, 0], gates_t, cache.state)
             o = o[:, None]
         else:
-            o, state = type(self).op(
+            o, state = self.run_op(
                 q,
                 k,
                 v,
-                *gates,
+                gates,
                 initial_state=None if cache is None else cache.state,
                 output_final_state=cache is not None,
                 segment_ids=segment_ids,
-                impl=self.config.impl,
-                chunk_size=self.config.chunk_size,
             )
-        if self.config.output_gate:
-            o = self.o_norm(o, self.g_proj(x).reshape(b, t, h, dv))
-        else:
-            o = self.o_norm(o)
-        y = self.o_proj(o.reshape(b, t, h * dv))
+        y = self.output(x, o)
         new_cache = None
         if cache is not None:
             new_cache = RecurrentCache(state=state, conv=conv_cache, length=cache.length + t)

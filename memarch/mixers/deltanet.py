@@ -64,6 +64,9 @@ class DeltaNet(RecurrentMixer):
         super().__init__(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
         self.beta_proj = nnx.Linear(d_model, num_heads, use_bias=False, rngs=rngs)
 
+    def memory_params(self) -> tuple[str, ...]:
+        return super().memory_params() + ("beta_proj",)
+
     def feature_map(self, q, k):
         if self.conv is None:  # the conv applies SiLU; without it apply it here
             q, k = jax.nn.silu(q), jax.nn.silu(k)
@@ -107,6 +110,11 @@ class GatedDeltaNet(DeltaNet):
         )
         dt = jnp.maximum(dt, 1e-4)
         self.dt_bias = nnx.Param(dt + jnp.log(-jnp.expm1(-dt)))  # softplus⁻¹(dt)
+
+    def memory_params(self) -> tuple[str, ...]:
+        # A_log and dt_bias (the decay's per-head constants) are shared by a mixture's memories
+        gate = "a_proj" if self.config.gate == "mamba2" else "decay_gate"
+        return super().memory_params() + (gate,)
 
     def gates(self, x):
         if self.config.gate != "mamba2":

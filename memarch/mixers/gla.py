@@ -77,6 +77,10 @@ class GLA(RecurrentMixer):
             rngs=rngs,
         )
 
+    def memory_params(self) -> tuple[str, ...]:
+        gate = ("decay_gate",) if self.config.gate not in GATES else ("gate_down", "gate_up")
+        return super().memory_params() + gate
+
     def gates(self, x: jax.Array) -> tuple[jax.Array]:
         b, t, _ = x.shape
         if self.config.gate not in GATES:

@@ -46,15 +46,22 @@ class HGRN2(RecurrentMixer):
         super().__init__(config, d_model=d_model, num_heads=num_heads, rngs=rngs)
         self.f_proj = nnx.Linear(d_model, num_heads * self.key_dim, use_bias=False, rngs=rngs)
 
-    def prepare(self, x, q, k, v):
-        del k  # HGRN2 derives its key from the forget gate
+    def memory_params(self) -> tuple[str, ...]:
+        return ("v_proj", "f_proj")
+
+    def gates(self, x: jax.Array) -> tuple[jax.Array]:
+        """``x [B, T, D] -> (g [B, T, H, K],)``: log forget gate, raised to the lower bound."""
         b, t, _ = x.shape
         g = jax.nn.log_sigmoid(self.f_proj(x).astype(jnp.float32))
         lb = self.config.forget_lower_bound
         if lb > 0:
             g = jnp.logaddexp(math.log(lb), math.log1p(-lb) + g)
-        g = g.reshape(b, t, self.num_heads, self.key_dim)
+        return (g.reshape(b, t, self.num_heads, self.key_dim),)
+
+    def features(self, q, k, v, gates):
+        del k  # HGRN2 derives its key from the forget gate
+        (g,) = gates
         if self.conv is None:
             q = jax.nn.silu(q)
         k = (-jnp.expm1(g)).astype(q.dtype)  # 1 − f
-        return q, k, v, (g,)
+        return q, k, v, gates

@@ -1,11 +1,12 @@
 """Mixture-of-Memories mixer (memarch.mixers.mom): routing, memory time, cache, aux loss.
 
-Weight mapping used to compare with the base mixers (memory m of a MoM -> a base mixer):
-``q_proj ← q_proj``, ``k_proj ← k_proj[m]``, ``v_proj ← v_proj[m]``, GDN ``beta_proj ←
-beta_proj[m]``, ``a_proj ← a_proj[m]``, ``A_log``, ``dt_bias``; GLA ``gate_down ← gate_down[m]``,
-``gate_up.kernel ← gate_up[m]``, ``gate_up.bias ← gate_bias[m]``; conv, g_proj, o_norm, o_proj
-copied. The shared memory (m = M) uses the ``shared_*`` projections instead.
+Memory m of a MoM as a base mixer (m = M: the shared memory): the base's shared parameters
+(``mom.base``: q_proj, conv, output head, GDN ``A_log``/``dt_bias``) with memory m's write
+parameters (``mom.memories``: slice m of each stacked parameter, e.g. ``k_proj``, ``v_proj``,
+GDN ``beta_proj``/``a_proj``, GLA ``gate_down``/``gate_up``), as ``mom.memory_mixer(m)``.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -16,12 +17,14 @@ from flax import nnx
 import memarch.mixers.mom  # noqa: F401  (registers "mom")
 from memarch import mixers
 from memarch.mixers import conformance
-from memarch.mixers.mom import MoMConfig, _permute_rows, _take_rows
+from memarch.mixers.linear_attention import LinearAttention, LinearAttentionConfig
+from memarch.mixers.mom import MoMConfig, _permute_rows, _take_rows, memory_bases
 from memarch.ops import gated_delta_rule
 from memarch.testing import assert_close
 from memarch.train.step import forward
 
 D, H, T = 32, 2, 24
+MOM_FIELDS = {f.name for f in dataclasses.fields(MoMConfig)}
 
 # Jit-compiled calls: one compile per (config, shape), reused across tests and weights.
 run = nnx.jit(lambda m, x: m(x)[0])
@@ -30,9 +33,15 @@ run_cache = nnx.jit(lambda m, x, c: m(x, cache=c))
 run_forward = nnx.jit(lambda m, x: forward(m, {"inputs": x}))  # (y, aux, stats) as trained
 
 
+def mom_options(**opts):
+    """MoM options with the base's options (any name MoMConfig lacks) in ``base_options``."""
+    base = {k: opts.pop(k) for k in list(opts) if k not in MOM_FIELDS}
+    return {**opts, "base_options": base} if base else opts
+
+
 def build(**opts):
     opts.setdefault("chunk_size", 16)
-    return mixers.build("mom", d_model=D, num_heads=H, rngs=nnx.Rngs(0), **opts)
+    return mixers.build("mom", d_model=D, num_heads=H, rngs=nnx.Rngs(0), **mom_options(**opts))
 
 
 def x_in(b=2, t=T, seed=3):
@@ -40,48 +49,12 @@ def x_in(b=2, t=T, seed=3):
     return jnp.asarray(rng.standard_normal((b, t, D)), jnp.float32)
 
 
-def base_from_memory(mom, m, base=None):
-    """A base mixer carrying memory m's weights (m = M: the shared memory)."""
-    cfg = mom.config
-    base = base or cfg.base
+def base_from_memory(mom, m):
+    """A base mixer, built by the registry, carrying memory m's weights (m = M: shared)."""
     ref = mixers.build(
-        base,
-        d_model=D,
-        num_heads=H,
-        rngs=nnx.Rngs(1),
-        head_dim=mom.key_dim,
-        expand_v=cfg.expand_v,
-        short_conv=cfg.short_conv,
-        chunk_size=16,
-        output_gate=cfg.output_gate,
+        mom.config.base, d_model=D, num_heads=H, rngs=nnx.Rngs(1), **mom.config.base_kwargs()
     )
-    shared = m == cfg.num_memories
-
-    def per(name):
-        return getattr(mom, "shared_" + name).kernel[...] if shared else getattr(mom, name)[m]
-
-    ref.q_proj.kernel[...] = mom.q_proj.kernel[...]
-    ref.k_proj.kernel[...] = per("k_proj")
-    ref.v_proj.kernel[...] = per("v_proj")
-    if base == "gated_deltanet":
-        ref.beta_proj.kernel[...] = per("beta_proj")
-        ref.a_proj.kernel[...] = per("a_proj")
-        ref.A_log[...] = mom.A_log[...]
-        ref.dt_bias[...] = mom.dt_bias[...]
-    if base == "gla":
-        ref.gate_down.kernel[...] = per("gate_down")
-        ref.gate_up.kernel[...] = per("gate_up")
-        hk = H * mom.key_dim
-        bias = mom.gate_bias[...].reshape(cfg.num_memories, hk)
-        ref.gate_up.bias[...] = mom.shared_gate_up.bias[...] if shared else bias[m]
-    if mom.conv is not None:
-        ref.conv.weight[...] = mom.conv.weight[...]
-    if cfg.output_gate:
-        ref.g_proj.kernel[...] = mom.g_proj.kernel[...]
-        ref.o_norm.norm.scale[...] = mom.o_norm.norm.scale[...]
-    else:
-        ref.o_norm.scale[...] = mom.o_norm.scale[...]
-    ref.o_proj.kernel[...] = mom.o_proj.kernel[...]
+    nnx.update(ref, nnx.state(mom.memory_mixer(m)))
     return ref
 
 
@@ -334,7 +307,7 @@ def test_aux_loss_is_top_k_when_balanced_and_grows_with_imbalance():
 )
 def test_bad_config_names_the_field(opts, field):
     with pytest.raises(ValueError, match=field):
-        MoMConfig(**opts)
+        MoMConfig(**mom_options(**opts))
     with pytest.raises(ValueError, match=field):
         build(**opts)
 
@@ -357,11 +330,12 @@ def test_router_conv_starts_as_the_plain_router_and_routes_by_the_previous_token
 
 def test_initial_forgetting_options():
     gdn = build(dt_min=1e-3, dt_max=1e-2)
-    dt = np.asarray(jax.nn.softplus(gdn.dt_bias[...]))
+    dt = np.asarray(jax.nn.softplus(gdn.base.dt_bias[...]))
     assert np.all((dt >= 1e-3 * 0.999) & (dt <= 1e-2 * 1.001))
     gla = build(base="gla", gate_bias_init=4.0)
-    np.testing.assert_allclose(gla.gate_bias[...], 4.0)
-    np.testing.assert_allclose(gla.shared_gate_up.bias[...], 4.0)
+    bias = gla.memories.gate_up.bias[...]  # [S·H·K]: routed memories and the shared one
+    assert bias.shape == (gla.num_slots * H * gla.key_dim,)
+    np.testing.assert_allclose(bias, 4.0)
 
 
 def test_registered_with_pattern_letter_m():
@@ -378,3 +352,80 @@ def test_permutation_gather_gradient_is_the_inverse_gather():
     g2 = jax.grad(lambda a: jnp.sum(_take_rows(a, perm) * ct))(a)
     np.testing.assert_array_equal(_permute_rows(a, perm, inv), _take_rows(a, perm))
     np.testing.assert_array_equal(g1, g2)
+
+
+# --- any matrix-memory mixer is a base ------------------------------------------------------
+FIVE_BASES = {"linear_attention", "gla", "deltanet", "gated_deltanet", "hgrn2"}
+
+
+def test_bases_are_the_registered_matrix_memory_mixers():
+    bases = set(memory_bases())
+    assert FIVE_BASES <= bases
+    assert not {"mom", "attention", "swa", "fox"} & bases
+
+
+@pytest.mark.parametrize("base", memory_bases())
+def test_conformance_over_every_base(base):
+    """The protocol checks of tests/mixers/test_protocol.py, for MoM(4, 2) + shared over each
+    base (chunk 16: the packed buffer and the segments cross chunk boundaries)."""
+    m = build(base=base)
+    conformance.check_decode_matches_full(m, x_in(2, 37, seed=1), 21)
+    conformance.check_packed_matches_separate(m, x_in(1, 45, seed=2), [16, 1, 20, 8])
+    conformance.check_causal(m, x_in(2, 30, seed=3), 13)
+    conformance.check_gradients_finite(m, x_in(2, 20, seed=4))
+
+
+@pytest.mark.parametrize("base", ["deltanet", "hgrn2", "linear_attention"])
+def test_single_memory_top1_equals_each_other_base(base):
+    mom = build(num_memories=1, top_k=1, shared_memory=False, base=base)
+    x = x_in()
+    assert_close(f"MoM(1, 1) vs {base}", run(mom, x), run(base_from_memory(mom, 0), x), 1e-6)
+
+
+class _ScaledKeyLinearAttention(LinearAttention):
+    """A matrix-memory mixer MoM has never heard of: linear attention writing 0.5·φ(k)."""
+
+    def feature_map(self, q, k):
+        q, k = super().feature_map(q, k)
+        return q, 0.5 * k
+
+
+def test_a_later_registered_recurrent_mixer_is_a_base():
+    name = "_mom_test_scaled_key_la"
+    if name not in mixers.available():  # registered once per process, without a letter
+        mixers.register(name, config=LinearAttentionConfig)(_ScaledKeyLinearAttention)
+    assert name in memory_bases()
+    mom = build(num_memories=1, top_k=1, shared_memory=False, base=name)
+    ref = base_from_memory(mom, 0)
+    assert isinstance(ref, _ScaledKeyLinearAttention)
+    assert_close("MoM(1, 1) vs the new mixer", run(mom, x_in()), run(ref, x_in()), 1e-6)
+    conformance.check_decode_matches_full(build(base=name), x_in(2, 21, seed=6), 9)
+
+
+def test_memory_mixer_carries_the_shared_and_the_memory_parameters():
+    mom = build(num_memories=3, top_k=2)
+    for m in range(4):  # m = 3: the shared memory
+        ref = mom.memory_mixer(m)
+        np.testing.assert_array_equal(ref.k_proj.kernel[...], mom.memories.k_proj.kernel[m])
+        np.testing.assert_array_equal(ref.a_proj.kernel[...], mom.memories.a_proj.kernel[m])
+        np.testing.assert_array_equal(ref.q_proj.kernel[...], mom.base.q_proj.kernel[...])
+        np.testing.assert_array_equal(ref.A_log[...], mom.base.A_log[...])
+    k = np.asarray(mom.memories.k_proj.kernel[...])
+    assert not np.array_equal(k[0], k[1])  # each memory its own initialisation
+    with pytest.raises(ValueError, match="m must be in"):
+        mom.memory_mixer(4)
+
+
+def test_base_options_are_the_base_mixers_options():
+    gla = build(base="gla", gate_rank=4, gate_normalizer=8.0)
+    assert gla.memories.gate_down.kernel.shape == (gla.num_slots, D, 4)
+    assert gla.base.config.gate_normalizer == 8.0
+    assert build().value_dim == build().key_dim  # MoM's default expand_v = 1 (GDN's is 2)
+    assert build(expand_v=2.0).value_dim == 2 * build().key_dim
+    with pytest.raises(ValueError, match="base_options.*gate_rank"):
+        MoMConfig(base="gated_deltanet", base_options={"gate_rank": 4})  # a gla option
+    cfg = MoMConfig(base_options={"head_dim": 8, "dt_max": 1e-2})
+    assert cfg.base_options == (("dt_max", 1e-2), ("head_dim", 8))  # hashable, order-free
+    assert hash(cfg) == hash(MoMConfig(base_options={"dt_max": 1e-2, "head_dim": 8}))
+    with pytest.raises(ValueError, match="base_options"):
+        MoMConfig(base_options=3)
