@@ -7,7 +7,7 @@ the ``*.txt`` files in its manual directory; 5 % of them (every 20th) form the
 returns random-access data sources through ``tfds.data_source``.
 
 :class:`PackedText` turns a split into an index-addressable source of rows: the documents,
-in a seeded permutation, are tokenized (:mod:`memarch.data.tokenizer`, each starting with
+in a seeded permutation, are tokenized (:mod:`memarch.data.byte_tokenizer`, each starting with
 BOS) and concatenated into one stream; row ``i`` is tokens ``[i·T, (i+1)·T + 1)`` of it,
 so every token is used once per epoch and row ``i`` is a pure function of (seed, i).
 ``segment_ids`` number the documents within a row (1, 2, …); a target that would cross into
@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from memarch.data.mqar import IGNORE_INDEX
-from memarch.data.tokenizer import encode
+from memarch.data.byte_tokenizer import encode
 
 
 class LocalText(tfds.core.GeneratorBasedBuilder):

@@ -2,7 +2,7 @@
 
 Three kinds, all from local files (nothing is downloaded; a tokenizer is a path):
 
-* ``"byte"``: memarch's byte-level tokenizer (:mod:`memarch.data.tokenizer`; 258 ids,
+* ``"byte"``: memarch's byte-level tokenizer (:mod:`memarch.data.byte_tokenizer`; 258 ids,
   PAD 0, BOS 1, byte ``b`` → ``b + 2``, no EOS).
 * a Hugging Face ``tokenizers`` file (``tokenizer.json``) or a directory as ``transformers``
   saves one (``tokenizer.json`` plus ``special_tokens_map.json`` / ``tokenizer_config.json``,
@@ -32,7 +32,7 @@ import numpy as np
 import sentencepiece as spm
 from tokenizers import Tokenizer as HFRustTokenizer
 
-from memarch.data import tokenizer as byte_tokenizer
+from memarch.data import byte_tokenizer
 
 
 class _FromFiles:
@@ -134,7 +134,7 @@ class TextTokenizer(ABC):
 
 
 class ByteTokenizer(TextTokenizer):
-    """:mod:`memarch.data.tokenizer` behind :class:`TextTokenizer` (258 ids; no EOS)."""
+    """:mod:`memarch.data.byte_tokenizer` behind :class:`TextTokenizer` (258 ids; no EOS)."""
 
     def __init__(
         self,

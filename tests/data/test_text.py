@@ -7,7 +7,7 @@ import pytest
 
 from memarch.data.mqar import IGNORE_INDEX
 from memarch.data.text import PackedText, prepare
-from memarch.data.tokenizer import BOS_ID, VOCAB_SIZE, decode, encode
+from memarch.data.byte_tokenizer import BOS_ID, VOCAB_SIZE, decode, encode
 
 SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt"
 for _parent in Path(__file__).resolve().parents:
