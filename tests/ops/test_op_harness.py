@@ -1,7 +1,7 @@
 """Table-driven checks shared by every linear-recurrence op (the table: op_harness.SPECS).
 
 Each check runs once per (op row, case of that row's grid); the op files keep their op-specific
-cases. Criterion (shared/reference/linear_attention.md §5): rel-RMS via
+cases. Criterion (docs/linear_attention.md §Test criterion): rel-RMS via
 memarch.testing.assert_close on o, S_T and the gradient of every input (q, k, v, the gates,
 S_0) under the loss Σ(o⊙dO) + Σ(S_T⊙dS_T). bf16 cases run the bf16 form on bf16 inputs and
 compare it with the fp32 naive form on the *same* bf16-rounded values upcast to fp32, so they
