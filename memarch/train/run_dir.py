@@ -100,7 +100,22 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
             f"checkpoint {str(run_dir)!r} must be a `memarch train` run directory with "
             "config.json (and params/ or checkpoints/)"
         )
-    return config_from_dict(TrainConfig, json.loads(config_file.read_text()), str(config_file))
+    values = upgrade_saved_config(json.loads(config_file.read_text()))
+    return config_from_dict(TrainConfig, values, str(config_file))
+
+
+def upgrade_saved_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A ``config.json`` written by an earlier memarch, in today's keys: ``model.mixer_options``
+    (untyped, per mixer name) became ``model.mixers`` (the same mapping, now typed)."""
+    model = values.get("model")
+    if isinstance(model, dict) and "mixer_options" in model:
+        model = dict(model)
+        legacy = model.pop("mixer_options") or {}
+        if model.get("mixers"):
+            raise ValueError("config.json has both model.mixer_options and model.mixers")
+        model["mixers"] = legacy
+        values = dict(values, model=model)
+    return values
 
 
 def load_run_params(model: nnx.Module, cfg: TrainConfig, run_dir: str | Path) -> nnx.Module:
