@@ -1,6 +1,7 @@
 """The `memarch` command line: a one-step smoke run of every config, eval, and bad input: each
 user error is one or two lines naming the field, file and line, or path (exit status 2)."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,18 @@ def test_console_script_is_installed():
     assert exe.is_file(), f"the memarch console script is missing: {exe}"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "train" in out and "eval" in out and "demo" in out
+
+
+def test_a_missing_checkpoint_metadata_file_is_named(tmp_path, capsys):
+    """A run stopped before params/ was written whose checkpoint lost a metadata file: the
+    evaluation fails in one or two lines naming that checkpoint, exit status 2."""
+    run = tmp_path / "run"
+    args = ["train", "--config", MQAR, "--workdir", str(run), "--no-progress", *SMOKE]
+    assert main(args) == 0
+    capsys.readouterr()
+    shutil.rmtree(run / "params")
+    (metadata,) = (run / "checkpoints").glob("*/meta/metadata")
+    metadata.unlink()
+    assert main(["eval", "--checkpoint", str(run), "data.num_eval_examples=4"]) == 2
+    err = assert_user_error("eval", str(run / "checkpoints"), capsys)
+    assert "Traceback" not in err
