@@ -5,6 +5,9 @@ agreeing, mixer options — typed and checked when :class:`LMConfig` is made —
 and the data (task, text file, and every training *and* evaluation slice, so that a bad
 ``data.eval_slices`` is reported before the first step, not after the last). Each failure is
 a :class:`~memarch.errors.ConfigError` (a ``ValueError``) naming the field and what is accepted.
+:func:`validate_model` also builds the model abstractly, so that each mixer's own checks of
+its options against the model's sizes run too (the ablation grid does it for every cell before
+training any; the trainer builds the model abstractly as its first step after ``validate``).
 """
 
 from __future__ import annotations
@@ -70,8 +73,10 @@ def validate_model(cfg: TrainConfig) -> None:
         raise ConfigError(f"model: {type(err).__name__}: {err}") from err
 
 
-def validate(cfg: TrainConfig, num_devices: int) -> dict[str, int]:
-    """Raises ``ValueError`` naming the field and the accepted values for a bad config.
+def validate(cfg: TrainConfig, num_devices: int, *, data: bool = True) -> dict[str, int]:
+    """Raises ``ConfigError`` (a ``ValueError``) naming the field and the accepted values for
+    a bad config. ``data=False`` skips the data section (:func:`validate_data`), for a
+    trainer that takes its batches elsewhere (continual learning's fact stream).
 
     Returns the resolved mesh sizes ``{"data", "fsdp", "tensor"}`` for ``num_devices``.
     """
@@ -98,7 +103,8 @@ def validate(cfg: TrainConfig, num_devices: int) -> dict[str, int]:
             f"({cfg.data.vocab_size})"
         )
     cfg.model.layer_names()  # pattern errors, num_layers disagreeing with the pattern
-    validate_data(cfg.data)
+    if data:
+        validate_data(cfg.data)
     check_rules(cfg.mesh)
     sizes = mesh_shape(cfg.mesh, num_devices)
     if cfg.batch_size % cfg.grad_accum_steps:
