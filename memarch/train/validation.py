@@ -103,8 +103,6 @@ def validate(cfg: TrainConfig, num_devices: int, *, data: bool = True) -> dict[s
             f"({cfg.data.vocab_size})"
         )
     cfg.model.layer_names()  # pattern errors, num_layers disagreeing with the pattern
-    if data:
-        validate_data(cfg.data)
     check_rules(cfg.mesh)
     sizes = mesh_shape(cfg.mesh, num_devices)
     if cfg.batch_size % cfg.grad_accum_steps:
@@ -119,6 +117,8 @@ def validate(cfg: TrainConfig, num_devices: int, *, data: bool = True) -> dict[s
             f"batch_size / grad_accum_steps = {micro} must be divisible by the data-parallel "
             f"size {dp} (mesh data × fsdp = {sizes['data']} × {sizes['fsdp']})"
         )
+    if data:
+        validate_data(cfg.data)
     return sizes
 
 
