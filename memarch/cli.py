@@ -8,16 +8,22 @@ memarch eval  --checkpoint runs/attn --task needle data.eval_slices='((256,1),)'
 memarch ablate --config configs/mqar_hybrid.py --grid model.pattern=LA,AA --grid seed=0,1 \
     --out runs/ablate_hybrid [--workers 2] [key.sub=value ...]
 memarch demo
+memarch --debug train …   # a user error with its traceback (also: MEMARCH_DEBUG=1)
+
+A user error (a rejected config field or override, a config file that raises, a missing file)
+is one or two lines on stderr naming the field, file and line, or path, with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from memarch.ablate import load_grid_file, parse_grid_args, run_grid, write_report
 from memarch.data.tasks import get_task
 from memarch.demo import run_demo
+from memarch.errors import user_error_lines
 from memarch.eval.periodic import evaluate_config, periodic_evaluation
 from memarch.eval.recall import baselines, evaluate_task, recall_table, task_data
 from memarch.train.config import apply_overrides, load_config
@@ -107,6 +113,8 @@ def _cmd_ablate(args) -> int:
         print(paths["md"].read_text())
         print("wrote " + ", ".join(str(p) for p in paths.values()))
     if run.failed:
+        for name in sorted(run.failed):
+            print(f"{name}: {run.failed[name].splitlines()[0]}", file=sys.stderr)
         print(f"failed cells (re-run to retry): {sorted(run.failed)}", file=sys.stderr)
         return 1
     return 0
@@ -176,15 +184,35 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.add_argument("overrides", nargs="*", help="key.sub=value overrides for all three configs")
     d.set_defaults(func=_cmd_demo)
+    debug_help = "show the traceback of a user error (also: MEMARCH_DEBUG=1)"
+    p.add_argument("--debug", action="store_true", help=debug_help)
+    for command in sub.choices.values():  # also accepted after the subcommand
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help
+        )
     return p
 
 
+def debug_requested(args: argparse.Namespace) -> bool:
+    """``--debug`` was given, or the environment sets ``MEMARCH_DEBUG`` (to anything but
+    ``""``/``0``): user errors then show their traceback too."""
+    env = os.environ.get("MEMARCH_DEBUG", "")
+    return bool(getattr(args, "debug", False)) or env not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand. A user error (:mod:`memarch.errors`: a rejected config field,
+    override, file or path) prints one or two lines ``memarch CMD: error: …`` naming the field,
+    file (and line) or path, and returns 2; with ``--debug`` or ``MEMARCH_DEBUG=1`` it is
+    raised with its traceback. Any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:  # bad input: one clear line, no traceback
-        print(f"memarch {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        lines = user_error_lines(err)
+        if lines is None or debug_requested(args):
+            raise
+        print(f"memarch {args.command}: error: " + "\n".join(lines), file=sys.stderr)
         return 2
 
 

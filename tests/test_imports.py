@@ -40,6 +40,7 @@ ENTRY_POINTS = [
 # memarch.<name> -> rank; a module may import only modules of its rank or lower. Names not
 # listed (the package root, memarch.registry, …) are rank 0.
 RANKS = {
+    "errors": 0,  # user-error classes: importable by every layer
     "testing": 0,
     "kernels": 0,
     "ops": 1,

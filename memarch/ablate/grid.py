@@ -14,8 +14,9 @@ and the ``key.sub=value`` overrides it applies (:func:`memarch.train.config.appl
 
 The grid is the cartesian product of its axes, in axis order (the last axis varies fastest).
 :func:`resolve_cells` applies every cell's overrides to the base config and validates it
-(:func:`memarch.train.validation.validate`), so a bad key, value or pattern is a
-``ValueError`` before any training starts.
+(:func:`memarch.train.validation.validate`) and builds each distinct model abstractly
+(:func:`memarch.train.validation.validate_model`), so a bad key, value, pattern, slice or mixer
+option of any cell is a ``ValueError`` naming the cell before any cell is trained.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from typing import Any
 
 import jax
 
-from memarch.data import pipeline
+from memarch.errors import ConfigError, ConfigFileError, line_in_file
 from memarch.train.config import TrainConfig, apply_overrides
-from memarch.train.validation import validate
+from memarch.train.validation import validate, validate_model
 
 SEED_AXIS = "seed"
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -143,7 +144,10 @@ def load_grid_file(path: str | Path) -> list[Axis]:
         raise ValueError(f"grid file {str(path)!r} does not exist")
     spec = importlib.util.spec_from_file_location(f"memarch_grid_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # the file's own code raised: name its file and line
+        raise ConfigFileError(path, line_in_file(err, path), err) from err
     grid = getattr(module, "GRID", None)
     if not isinstance(grid, Mapping):
         raise ValueError(f"grid file {str(path)!r} must define GRID = {{axis: values}}")
@@ -177,18 +181,6 @@ def cells(axes: Sequence[Axis]) -> list[Cell]:
     return out
 
 
-def check_data(cfg: TrainConfig) -> None:
-    """The cheap data checks of a config (task name, slices, text file) without building data."""
-    pipeline._check_task(cfg.data)
-    if cfg.data.task == "text":
-        if not Path(cfg.data.text_file).is_file():
-            raise ValueError(f"data.text_file {cfg.data.text_file!r} does not exist")
-        return
-    make = pipeline.mqar_config if cfg.data.task == "mqar" else pipeline.needle_config
-    for seq_len, n in (*cfg.data.train_slices, *cfg.data.eval_slices):
-        make(cfg.data, seq_len, n)
-
-
 def resolve_cells(
     base: TrainConfig, axes: Sequence[Axis], *, num_devices: int | None = None
 ) -> list[tuple[Cell, TrainConfig]]:
@@ -197,14 +189,18 @@ def resolve_cells(
     if num_devices is None:
         num_devices = jax.device_count()
     out = []
+    built: set[tuple[str, int]] = set()  # (model config, data vocabulary) built already
     for cell in cells(axes):
         try:
             cfg = apply_overrides(base, list(cell.overrides))
             cfg = dataclasses.replace(cfg, name=cell.name)
             validate(cfg, num_devices)
-            check_data(cfg)
+            key = (repr(cfg.model), cfg.data.vocab_size)
+            if key not in built:
+                validate_model(cfg)
+                built.add(key)
         except ValueError as err:
-            raise ValueError(f"grid cell {cell.name}: {err}") from None
+            raise ConfigError(f"grid cell {cell.name}: {err}") from None
         out.append((cell, cfg))
     return out
 
@@ -215,7 +211,6 @@ __all__ = [
     "AxisValue",
     "Cell",
     "axis_from_values",
-    "check_data",
     "cells",
     "load_grid_file",
     "parse_grid_args",

@@ -15,8 +15,9 @@ the grid now resolves to is an error (use another ``--out``), not silently reuse
 Cells that train exactly the same model and data (same :func:`~memarch.ablate.cell.fingerprint`,
 e.g. ``ratio=0`` — all attention — under every linear mixer) are trained once and the result
 is written for each of them (``shared_from`` names the cell that trained).
-A cell that raises is reported and left unfinished (a re-run retries it); the others still
-run, and :class:`GridRun` lists the failures (``memarch ablate`` then exits with status 1).
+A cell that raises is reported with its error message (:func:`failure_message`) and left
+unfinished (a re-run retries it); the others still run, and :class:`GridRun` lists the
+failures (``memarch ablate`` then exits with status 1).
 ``KeyboardInterrupt`` stops the grid at once, like a kill.
 """
 
@@ -28,7 +29,6 @@ import multiprocessing
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -123,6 +123,13 @@ def _copy_result(result: dict, cell: Cell, cfg: TrainConfig) -> dict:
     return out
 
 
+def failure_message(err: BaseException) -> str:
+    """``"Type: message"`` of a failed cell's exception: the error itself, without the
+    traceback nor notes appended to it (such as JAX's "removed its internal frames" note)."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def run_grid(
     base: TrainConfig,
     axes: Sequence[Axis],
@@ -209,7 +216,7 @@ def run_grid(
     def record(cell: Cell, members, result: dict | None, error: str | None) -> None:
         if error is not None:
             failed[cell.name] = error
-            say(f"{cell.name}: FAILED: {error.strip().splitlines()[-1]}")
+            say(f"{cell.name}: FAILED: {error.splitlines()[0]}")
         else:
             trained.append(cell.name)
             finish(result, members)
@@ -224,8 +231,8 @@ def run_grid(
                     bar.set_postfix_str(cell.name)
                 try:
                     result = run_cell(cell, cfg, cell_dir(out, cell), train_fn=train_fn)
-                except Exception:  # noqa: BLE001 — recorded; the grid goes on
-                    record(cell, members, None, traceback.format_exc())
+                except Exception as err:  # noqa: BLE001 — recorded; the grid goes on
+                    record(cell, members, None, failure_message(err))
                 else:
                     record(cell, members, result, None)
         elif todo:
@@ -246,7 +253,7 @@ def run_grid(
                     try:
                         result = fut.result()
                     except Exception as err:  # noqa: BLE001 — recorded; the grid goes on
-                        record(cell, members, None, f"{type(err).__name__}: {err}")
+                        record(cell, members, None, failure_message(err))
                     else:
                         record(cell, members, result, None)
             except BaseException:  # a stop (Ctrl-C, SIGTERM): no worker may outlive the grid
@@ -262,4 +269,4 @@ def run_grid(
     return GridRun(results, trained, skipped, failed, time.perf_counter() - start)
 
 
-__all__ = ["GridRun", "cell_dir", "run_grid"]
+__all__ = ["GridRun", "cell_dir", "failure_message", "run_grid"]

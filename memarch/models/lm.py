@@ -14,6 +14,10 @@ that mixer), ``LMConfig.layers`` per layer index (overriding the per-name option
 Both are checked when the config is made: unknown mixer names, unknown option names (closest
 valid name suggested), wrongly typed values and layer indices out of range each raise a
 ``ValueError`` naming the dotted key (``model.mixers.moneta.p``) and what is accepted.
+The sizes are checked when the config is made too (``d_model``, ``num_heads``, ``vocab_size``,
+``mlp_hidden``, ``num_layers``, ``ratio``: ints of at least 1, 1, 2, 0, 1, 0; ``norm_eps > 0``),
+and :meth:`LMConfig.layer_names` refuses a ``num_layers`` that disagrees with the pattern's
+length (leave it None: it is derived from the pattern).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from memarch import mixers
+from memarch.errors import ConfigError
 from memarch.layers.mlp import SwiGLU
 from memarch.layers.norms import RMSNorm
 from memarch.models.pattern import parse_pattern, ratio_pattern
@@ -60,6 +65,32 @@ def _mixer_options(mixers_field: Any) -> dict[str, Any]:
     return out
 
 
+# field -> (smallest accepted value, None accepted): the sizes of an LMConfig
+_SIZES = {
+    "vocab_size": (2, False),
+    "d_model": (1, False),
+    "num_heads": (1, False),
+    "mlp_hidden": (0, True),
+    "num_layers": (1, True),
+    "ratio": (0, True),
+}
+
+
+def _check_sizes(cfg: LMConfig) -> None:
+    """Every width, head count and layer count is an int of at least its minimum
+    (:data:`_SIZES`) and ``norm_eps > 0``; ``ConfigError`` naming the field otherwise."""
+    for name, (minimum, none_ok) in _SIZES.items():
+        value = getattr(cfg, name)
+        if value is None and none_ok:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            accepted = f"an int >= {minimum}" + (" or None" if none_ok else "")
+            raise ConfigError(f"model.{name} must be {accepted}; got {value!r}")
+    eps = cfg.norm_eps
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ConfigError(f"model.norm_eps must be a float > 0; got {eps!r}")
+
+
 def _layer_index(key: Any, num_layers: int) -> int:
     """A layer index from an int or its decimal string (JSON object keys are strings)."""
     index = key
@@ -79,7 +110,7 @@ class LMConfig:
     d_model: int = 64  # residual stream width
     num_heads: int = 4  # heads of every mixer
     pattern: str | tuple[str, ...] | None = "AA"  # layer letters / names; None = use ratio
-    num_layers: int | None = None  # with ratio: total layers
+    num_layers: int | None = None  # with ratio: total layers; with a pattern: None or its length
     ratio: int | None = None  # with num_layers: linear layers per attention layer
     linear_mixer: str = "gated_deltanet"  # the linear layer of a ratio stack
     attention_mixer: str = "attention"  # the attention layer of a ratio stack
@@ -93,6 +124,7 @@ class LMConfig:
     norm_eps: float = 1e-6  # RMSNorm epsilon
 
     def __post_init__(self):
+        _check_sizes(self)
         object.__setattr__(self, "mixers", _mixer_options(self.mixers))
         if not isinstance(self.layers, dict):
             raise ValueError(
@@ -136,7 +168,14 @@ class LMConfig:
         if self.pattern is not None:
             if self.ratio is not None:
                 raise ValueError("give either pattern or (num_layers, ratio), not both")
-            return parse_pattern(self.pattern)
+            names = parse_pattern(self.pattern)
+            if self.num_layers is not None and self.num_layers != len(names):
+                raise ConfigError(
+                    f"model.num_layers ({self.num_layers}) disagrees with model.pattern "
+                    f"{self.pattern!r} ({len(names)} layers); set model.num_layers=None (derived "
+                    f"from the pattern) or {len(names)}"
+                )
+            return names
         if self.num_layers is None or self.ratio is None:
             raise ValueError("with pattern=None, set both num_layers and ratio")
         return ratio_pattern(

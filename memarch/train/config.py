@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from memarch.data.config import DataConfig
+from memarch.errors import ConfigFileError, UserError, line_in_file
 from memarch.models.lm import LMConfig
 from memarch.registry import matches_type
 
@@ -141,6 +142,12 @@ def variant(
     return out
 
 
+def _def_line(func: Any) -> int | None:
+    """The line of ``def func`` in its file (None for callables without code)."""
+    code = getattr(func, "__code__", None)
+    return None if code is None else code.co_firstlineno
+
+
 def load_config(path: str | Path, *, tiny: bool = False) -> TrainConfig:
     """Imports a config file and returns its ``get_config()``.
 
@@ -149,16 +156,28 @@ def load_config(path: str | Path, *, tiny: bool = False) -> TrainConfig:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
+        raise UserError(f"config file {str(path)!r} does not exist")
     spec = importlib.util.spec_from_file_location(f"memarch_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"config file {str(path)!r} must define get_config()")
-    takes_tiny = "tiny" in inspect.signature(module.get_config).parameters
-    cfg = module.get_config(tiny=True) if tiny and takes_tiny else module.get_config()
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # the file's own code raised: name its file and line
+        raise ConfigFileError(path, line_in_file(err, path), err) from err
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise UserError(f"config file {str(path)!r} must define get_config()")
+    takes_tiny = "tiny" in inspect.signature(get_config).parameters
+    try:
+        cfg = get_config(tiny=True) if tiny and takes_tiny else get_config()
+    except Exception as err:  # e.g. a bad field value, or a get_config with a wrong signature
+        line = line_in_file(err, path) or _def_line(get_config)
+        raise ConfigFileError(path, line, err) from err
     if not isinstance(cfg, TrainConfig):
-        raise ValueError(f"{path}: get_config() must return a TrainConfig; got {type(cfg)}")
+        raise ConfigFileError(
+            path,
+            _def_line(get_config),
+            TypeError(f"get_config() must return a TrainConfig; got {type(cfg)}"),
+        )
     return cfg
 
 

@@ -122,3 +122,24 @@ def test_missing_grid_file_and_missing_text_file(tmp_path):
     axes = [axis_from_values("data.task", ["text"])]
     with pytest.raises(ValueError, match="text_file"):
         resolve_cells(text, axes, num_devices=1)
+
+
+def test_every_cell_model_is_built_abstractly_before_any_training():
+    """Options valid field by field that the mixer refuses with the model's sizes (4 kv heads
+    for 2 heads) fail in resolve_cells, naming the cell and the mixer's own message."""
+    axes = parse_grid_args(["model.mixers.attention.num_kv_heads=1,4"])
+    with pytest.raises(
+        ValueError,
+        match=r"grid cell model\.mixers\.attention\.num_kv_heads=4: model: ValueError: "
+        r"num_kv_heads \(4\) must divide num_heads \(2\)",
+    ):
+        resolve_cells(BASE, axes, num_devices=1)
+    good = [axis_from_values("model.mixers.attention.num_kv_heads", [1, 2])]
+    assert len(resolve_cells(BASE, good, num_devices=1)) == 2
+
+
+def test_a_grid_file_that_raises_is_named_with_its_line(tmp_path):
+    path = tmp_path / "g.py"
+    path.write_text("import math\n\nGRID = {'seed': [math.nope]}\n")
+    with pytest.raises(ValueError, match=rf"{path}, line 3: AttributeError: .*'nope'"):
+        load_grid_file(path)

@@ -6,6 +6,8 @@ import csv
 import dataclasses
 import json
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from memarch.ablate import parse_grid_args, run_grid, write_report
@@ -149,6 +151,42 @@ def test_a_failing_cell_is_reported_and_the_rest_still_run(tmp_path):
     )
     assert list(run.failed) == ["model.ratio=1"] and "loss is nan" in run.failed["model.ratio=1"]
     assert [r["cell"] for r in run.results] == ["model.ratio=0"]
+
+
+def test_a_failing_cell_reports_its_error_not_the_jax_note(tmp_path):
+    """An error inside jitted code carries JAX's "removed its internal frames" note after its
+    traceback; the cell's failure is the error's own message."""
+
+    def broken(cfg, **kw):
+        if cfg.name.startswith("model.ratio=1"):
+            jax.jit(lambda x: x.reshape(3))(jnp.zeros(4))
+        return train(cfg, **kw)
+
+    said = []
+    run = run_grid(
+        TINY,
+        parse_grid_args(["model.ratio=1,0"]),
+        tmp_path,
+        progress=False,
+        train_fn=broken,
+        log=said.append,
+    )
+    message = run.failed["model.ratio=1"]
+    assert (
+        message.startswith("TypeError: cannot reshape array") and "internal frames" not in message
+    )
+    assert any(line.startswith("model.ratio=1: FAILED: TypeError: cannot reshape") for line in said)
+
+
+def test_cli_ablate_bad_cell_is_one_line_before_training(tmp_path, capsys):
+    config = tmp_path / "tiny_config.py"
+    config.write_text(CONFIG_SOURCE)
+    out = tmp_path / "out"
+    args = ["ablate", "--config", str(config), "--out", str(out), "--no-progress"]
+    assert main([*args, "--grid", "model.mixers.attention.num_kv_heads=1,4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "num_kv_heads=4: model: ValueError: num_kv_heads (4)" in err[0]
+    assert not (out / "cells").exists()
 
 
 @pytest.mark.parametrize(

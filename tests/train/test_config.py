@@ -4,13 +4,13 @@ from pathlib import Path
 import pytest
 
 from memarch import mixers
-from memarch.eval.recall import config_from_dict
 from memarch.train.config import (
     TrainConfig,
     apply_overrides,
     config_to_json,
     load_config,
 )
+from memarch.train.run_dir import config_from_dict
 
 CONFIGS = sorted(Path(__file__).resolve().parents[2].joinpath("configs").glob("*.py"))
 
