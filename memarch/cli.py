@@ -28,7 +28,6 @@ from memarch.train.run_dir import load_run_config, restore_run_params
 from memarch.train.setup import build_model
 from memarch.train.trainer import train
 
-
 RESUME_CHOICES = {"latest": True, "auto": "auto"}  # --resume[=auto] -> train(resume=...)
 
 

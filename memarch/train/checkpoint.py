@@ -170,9 +170,13 @@ class Checkpointer:
             )
             state, meta = out["state"], out["meta"]
         except Exception as err:  # orbax/tensorstore/json raise many types for a bad file
-            raise CheckpointError(step, self.directory, f"cannot be read ({_first_line(err)})") from err
+            raise CheckpointError(
+                step, self.directory, f"cannot be read ({_first_line(err)})"
+            ) from err
         if not isinstance(meta, dict):
-            raise CheckpointError(step, self.directory, "its JSON record is missing or not an object")
+            raise CheckpointError(
+                step, self.directory, "its JSON record is missing or not an object"
+            )
         problems = verify_record(meta, state)
         if problems:
             raise CheckpointError(
@@ -186,9 +190,7 @@ class Checkpointer:
         self.verified.add(step)
         return state, {k: v for k, v in meta.items() if k != CHECKSUM_KEY}
 
-    def restore_newest(
-        self, abstract_state: Any, *, before: int | None = None
-    ) -> Restored:
+    def restore_newest(self, abstract_state: Any, *, before: int | None = None) -> Restored:
         """The newest checkpoint (older than ``before``, if given) that reads and verifies,
         with the newer ones that did not; :class:`CheckpointError` listing every reason if
         none does."""

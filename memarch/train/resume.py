@@ -180,7 +180,9 @@ def plan_run(
                     "holds checkpoints; set another checkpoint.directory"
                 )
             run_dir = _new_subdirectory(run_dir)
-            messages.append(f"{cfg.name}: {str(run_dir.parent)!r} holds a run; new run in {run_dir}")
+            messages.append(
+                f"{cfg.name}: {str(run_dir.parent)!r} holds a run; new run in {run_dir}"
+            )
         return RunPlan(run_dir, ckpt_dir(run_dir), False, tuple(messages))
     if not steps:
         where = str(checkpoints)
@@ -196,7 +198,9 @@ def plan_run(
         try:
             saved = json.loads(saved_file.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{saved_file}: not valid JSON ({err}); cannot compare configs") from err
+            raise ValueError(
+                f"{saved_file}: not valid JSON ({err}); cannot compare configs"
+            ) from err
         messages += [
             f"{cfg.name}: {line}"
             for line in check_resume_config(

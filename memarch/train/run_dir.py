@@ -128,7 +128,9 @@ def restore_run_params(
     directory = run_checkpoint_dir(cfg, run)
     steps = checkpoint_steps(directory)
     if step is not None and step not in steps:
-        raise ValueError(f"--step {step}: no checkpoint {step} in {str(directory)!r}; saved: {steps}")
+        raise ValueError(
+            f"--step {step}: no checkpoint {step} in {str(directory)!r}; saved: {steps}"
+        )
     if not steps:
         if (run / PARAMS_DIR).is_dir():
             return load_params(model, run / PARAMS_DIR), f"{run / PARAMS_DIR} (end of training)"

@@ -250,8 +250,10 @@ def train(
             if not finite:
                 loss, norm = float(m["loss"]), float(m["grad_norm"])
                 what = (
-                    f"loss {loss}" if not np.isfinite(loss)
-                    else f"gradient norm {norm}" if not np.isfinite(norm)
+                    f"loss {loss}"
+                    if not np.isfinite(loss)
+                    else f"gradient norm {norm}"
+                    if not np.isfinite(norm)
                     else "updated parameters or optimiser state (loss and gradient finite)"
                 )
                 raise FloatingPointError(

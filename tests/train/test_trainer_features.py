@@ -66,7 +66,9 @@ def test_nonfinite_loss_can_skip_the_batch():
     assert res.skipped_steps == sum(h["skipped"] for h in res.history)
     assert f"skipped {res.skipped_steps} of 8 steps as non-finite" in messages[-1]
     # and too many in a row stop the run with a clear error
-    with pytest.raises(FloatingPointError, match=r"1 steps in a row skipped .*max_consecutive_skips=1"):
+    with pytest.raises(
+        FloatingPointError, match=r"1 steps in a row skipped .*max_consecutive_skips=1"
+    ):
         trainer.train(dataclasses.replace(cfg, max_consecutive_skips=1), log=lambda s: None)
 
 
