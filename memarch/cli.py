@@ -2,9 +2,11 @@
 
 memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learning_rate=1e-3
 memarch train --config configs/mqar_attention.py --workdir runs/attn --resume   # after a stop
+memarch train --config configs/mqar_attention.py --workdir runs/attn --resume=auto  # if possible
 memarch train --config configs/lm_340m_hybrid.py mesh.data=2 mesh.fsdp=2 mesh.tensor=2
 memarch eval  --config configs/mqar_attention.py --workdir runs/attn
 memarch eval  --checkpoint runs/attn --task needle data.eval_slices='((256,1),)'
+memarch eval  --checkpoint runs/attn --step 200
 memarch ablate --config configs/mqar_hybrid.py --grid model.pattern=LA,AA --grid seed=0,1 \
     --out runs/ablate_hybrid [--workers 2] [key.sub=value ...]
 memarch demo
@@ -17,6 +19,7 @@ is one or two lines on stderr naming the field, file and line, or path, with exi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -27,21 +30,44 @@ from memarch.errors import user_error_lines
 from memarch.eval.periodic import evaluate_config, periodic_evaluation
 from memarch.eval.recall import baselines, evaluate_task, recall_table, task_data
 from memarch.train.config import apply_overrides, load_config
-from memarch.train.run_dir import load_run_config, load_run_params
+from memarch.train.run_dir import load_run_config, restore_run_params
 from memarch.train.setup import build_model
 from memarch.train.trainer import train
 
+RESUME_CHOICES = {"latest": True, "auto": "auto"}  # --resume[=auto] -> train(resume=...)
+
+
+def _resume_mode(args) -> bool | str:
+    """``train``'s ``resume`` from ``--resume[=auto]``. ``--resume key=value`` (an override
+    right after the bare flag) is given back to the overrides."""
+    if args.resume is None:
+        return False
+    if args.resume in RESUME_CHOICES:
+        return RESUME_CHOICES[args.resume]
+    if "=" in args.resume and not args.resume.startswith("="):
+        args.overrides.insert(0, args.resume)
+        return True
+    raise ValueError(f"--resume accepts no value or 'auto'; got {args.resume!r}")
+
 
 def _cmd_train(args) -> int:
+    resume = _resume_mode(args)
     cfg = apply_overrides(load_config(args.config, tiny=args.tiny), args.overrides)
     workdir = args.workdir or f"runs/{cfg.name}"
-    res = train(
-        cfg,
-        workdir=workdir,
-        progress=not args.no_progress,
-        resume=args.resume,
-        evaluate=periodic_evaluation(cfg),
-    )
+    try:
+        res = train(
+            cfg,
+            workdir=workdir,
+            progress=not args.no_progress,
+            resume=resume,
+            new_run=args.new_run,
+            allow_schedule_change=args.allow_schedule_change,
+            evaluate=periodic_evaluation(cfg),
+        )
+    except KeyboardInterrupt:  # Ctrl-C before the first step (later ones save and return)
+        print(f"memarch train: interrupted; nothing saved in {workdir}", file=sys.stderr)
+        return 130
+    workdir = res.run_dir or workdir
     if res.preempted:
         print(f"pre-empted at step {res.final_step}; continue with --resume")
         return 0
@@ -52,30 +78,37 @@ def _cmd_train(args) -> int:
     elif res.evals:
         last = res.evals[-1]
         print(f"eval loss {last['loss']:.4f}  acc {last['accuracy']:.3f}")
+    if res.skipped_steps:
+        print(f"skipped {res.skipped_steps} non-finite steps (on_nonfinite=skip)")
     print(f"saved to {workdir} ({res.wall_time:.0f} s)")
     return 0
 
 
 def _cmd_eval(args) -> int:
+    """The model (and its weights' layout) always comes from the run's own ``config.json``;
+    ``--config`` supplies only the rest (task, slices, evaluation sizes)."""
     if args.checkpoint:
         if args.config or args.workdir:
             raise ValueError("give either --checkpoint DIR or --config FILE --workdir DIR")
         run_dir = args.checkpoint
-        cfg = load_run_config(run_dir)
+        saved = cfg = load_run_config(run_dir)
     else:
         if not (args.config and args.workdir):
             raise ValueError("give --checkpoint DIR (a run directory) or --config and --workdir")
         run_dir = args.workdir
-        cfg = load_config(args.config, tiny=args.tiny)
+        saved = load_run_config(run_dir)
+        cfg = dataclasses.replace(load_config(args.config, tiny=args.tiny), model=saved.model)
     cfg = apply_overrides(cfg, args.overrides)
     task = args.task or cfg.data.task
     if task == "text":
-        model = load_run_params(build_model(cfg), cfg, run_dir)
+        model, source = restore_run_params(build_model(cfg), saved, run_dir, step=args.step)
+        print(f"scoring {source}")
         result = evaluate_config(model, cfg)
         print(f"eval loss {result['loss']:.4f}  acc {result['accuracy']:.3f}")
         return 0
     data, slices = task_data(cfg.data, task)  # bad task / slice: an error before any loading
-    model = load_run_params(build_model(cfg), cfg, run_dir)
+    model, source = restore_run_params(build_model(cfg), saved, run_dir, step=args.step)
+    print(f"scoring {source}")
     rows = {cfg.name: evaluate_task(model, task, data, slices)}
     rows.update(baselines(task, data, slices))
     print(f"task {task} ({data.num_eval_examples} test examples per slice, seed {data.eval_seed})")
@@ -133,7 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workdir", help="run directory (default runs/<name>)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument(
-        "--resume", action="store_true", help="continue from the latest checkpoint in --workdir"
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="auto",
+        help="continue from the newest checkpoint in --workdir that verifies (an error if there "
+        "is none); --resume=auto: resume if possible, else start a fresh run",
+    )
+    t.add_argument(
+        "--new-run",
+        action="store_true",
+        help="if --workdir holds a run, train a fresh one in a new subdirectory of it",
+    )
+    t.add_argument(
+        "--allow-schedule-change",
+        action="store_true",
+        help="with --resume: accept a changed learning-rate schedule (num_steps, warm-up, "
+        "peak learning rate)",
     )
     t.add_argument(
         "--tiny", action="store_true", help="the config's tiny CPU variant (get_config(tiny=True))"
@@ -148,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="instead of --checkpoint: the config the run used …")
     e.add_argument("--workdir", help="… and the run directory of `memarch train`")
     e.add_argument("--tiny", action="store_true", help="with --config: its tiny CPU variant")
+    e.add_argument(
+        "--step", type=int, help="score checkpoint N (default: the newest that verifies)"
+    )
     e.add_argument(
         "overrides",
         nargs="*",

@@ -85,3 +85,25 @@ def test_bad_checkpoint_arguments(run_dir, tmp_path, capsys):
     assert "either --checkpoint" in capsys.readouterr().err
     assert main(["eval", "--task", "mqar"]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_eval_names_the_step_it_scores_and_takes_step(run_dir, capsys):
+    assert main(["eval", "--checkpoint", str(run_dir), "--step", "2", *FEW]) == 0
+    out = capsys.readouterr().out
+    assert f"scoring checkpoint 2 in {run_dir / 'checkpoints'}" in out
+    assert main(["eval", "--checkpoint", str(run_dir), *FEW]) == 0
+    out = capsys.readouterr().out
+    assert "scoring checkpoint 2 " in out and "(the newest that verifies)" in out
+    assert main(["eval", "--checkpoint", str(run_dir), "--step", "1", *FEW]) == 2
+    assert "--step 1: no checkpoint 1" in capsys.readouterr().err
+
+
+def test_config_form_uses_the_runs_own_model(tmp_path, capsys):
+    # the README's example: train with a model override, evaluate with --config --workdir
+    run = tmp_path / "run"
+    train = ["train", "--config", CONFIG, "--workdir", str(run), "--no-progress", *SMOKE]
+    assert main([*train, "model.pattern=LA"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--config", CONFIG, "--workdir", str(run), *SMOKE[3:]]) == 0
+    out = capsys.readouterr().out
+    assert "scoring checkpoint 2" in out and "| model |" in out

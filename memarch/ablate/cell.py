@@ -147,7 +147,7 @@ def run_cell(
         cfg,
         workdir=run_dir,
         progress=False,
-        resume=True,
+        resume="auto",  # a fresh cell has no checkpoint yet
         log=lambda m: None,
         evaluate=periodic_evaluation(cfg),
     )

@@ -109,7 +109,8 @@ class TrainConfig:
     batch_size: int = 64  # sequences per step (global, over all devices and hosts)
     grad_accum_steps: int = 1  # micro-batches per step (batch_size / this each)
     compute_dtype: str = "float32"  # float32 | bfloat16 (master weights stay float32)
-    on_nonfinite: str = "stop"  # NaN/inf loss: stop (with the last good checkpoint) | skip
+    on_nonfinite: str = "stop"  # NaN/inf loss, gradient or update: stop (last good ckpt) | skip
+    max_consecutive_skips: int = 10  # on_nonfinite=skip: stop with an error after n in a row
     num_steps: int = 2000  # optimiser steps
     eval_every: int = 0  # evaluate every n steps (0 = only at the end)
     log_every: int = 100  # log training metrics every n steps

@@ -7,8 +7,9 @@ A run directory holds::
     checkpoints/    train-state checkpoints (memarch.train.checkpoint), newest first used
     metrics.jsonl, tensorboard/   the metric writers' files (memarch.train.metrics)
 
-:func:`load_run` rebuilds the config and the model from ``config.json`` and ``params/`` (or,
-when the run stopped before its end, the newest checkpoint).
+:func:`load_run` rebuilds the config and the model from ``config.json`` and the newest
+checkpoint that verifies (:func:`restore_run_params`: a named step, or ``params/`` when the
+run has no checkpoints), and says which it used.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from memarch.train.checkpoint import Checkpointer, abstract_like
+from memarch.train.checkpoint import Checkpointer, abstract_like, checkpoint_steps
 from memarch.train.config import TrainConfig, config_to_json
 from memarch.train.setup import build_model, make_setup
 
@@ -118,41 +119,67 @@ def upgrade_saved_config(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def load_run_params(model: nnx.Module, cfg: TrainConfig, run_dir: str | Path) -> nnx.Module:
-    """``model`` (built from ``cfg``) with the parameters of run ``run_dir``: ``params/`` (the
-    end of training) or, if the run stopped early, the newest checkpoint in ``checkpoints/``."""
+def run_checkpoint_dir(cfg: TrainConfig, run_dir: str | Path) -> Path:
+    """Where run ``run_dir`` of ``cfg`` keeps its checkpoints (``checkpoint.directory`` or
+    ``run_dir/checkpoints``)."""
+    if cfg.checkpoint.directory:
+        return Path(cfg.checkpoint.directory)
+    return Path(run_dir) / CHECKPOINTS_DIR
+
+
+def restore_run_params(
+    model: nnx.Module, cfg: TrainConfig, run_dir: str | Path, *, step: int | None = None
+) -> tuple[nnx.Module, str]:
+    """``(model, source)``: ``model`` with the parameters of run ``run_dir`` (saved with
+    ``cfg``, its own config, which fixes the train-state layout) and a phrase saying where
+    they came from.
+
+    ``step`` names a checkpoint, which must verify; otherwise the newest checkpoint that
+    verifies is used (its ``params`` equal ``params/`` at the end of training, and it is newer
+    than ``params/`` after a resumed run stopped early); ``params/`` only when the run has no
+    checkpoints. Checkpoints are opened read-only. ``ValueError`` (a
+    :class:`~memarch.train.checkpoint.CheckpointError` for a bad checkpoint) otherwise."""
     run = Path(run_dir)
-    if (run / PARAMS_DIR).is_dir():
-        return load_params(model, run / PARAMS_DIR)
-    return _load_latest_checkpoint(cfg, model, run / CHECKPOINTS_DIR)
+    directory = run_checkpoint_dir(cfg, run)
+    steps = checkpoint_steps(directory)
+    if step is not None and step not in steps:
+        raise ValueError(
+            f"--step {step}: no checkpoint {step} in {str(directory)!r}; saved: {steps}"
+        )
+    if not steps:
+        if (run / PARAMS_DIR).is_dir():
+            return load_params(model, run / PARAMS_DIR), f"{run / PARAMS_DIR} (end of training)"
+        raise ValueError(f"no params/ and no checkpoints in {str(run)!r}")
+    ckpt = Checkpointer(directory, cfg.checkpoint, read_only=True)
+    try:
+        abstract = make_setup(cfg).abstract_state()
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = abstract_like(abstract, jax.tree.map(lambda _: device, abstract))
+        if step is not None:
+            state, _ = ckpt.restore(step, target)
+            source = f"checkpoint {step} in {directory}"
+        else:
+            found = ckpt.restore_newest(target)
+            state, step = found.state, found.step
+            source = f"checkpoint {step} in {directory} (the newest that verifies)"
+            if found.rejected:
+                source += "; passed over " + "; ".join(str(e) for e in found.rejected)
+    finally:
+        ckpt.close()
+    nnx.update(model, state["params"])
+    return model, source
+
+
+def load_run_params(model: nnx.Module, cfg: TrainConfig, run_dir: str | Path) -> nnx.Module:
+    """``model`` with the parameters of run ``run_dir`` (:func:`restore_run_params`)."""
+    return restore_run_params(model, cfg, run_dir)[0]
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, nnx.Module]:
     """``(TrainConfig, model)`` of a ``memarch train`` run directory (see
-    :func:`load_run_config` and :func:`load_run_params`)."""
+    :func:`load_run_config` and :func:`restore_run_params`)."""
     cfg = load_run_config(run_dir)
     return cfg, load_run_params(build_model(cfg), cfg, run_dir)
-
-
-def _load_latest_checkpoint(cfg: TrainConfig, model: nnx.Module, directory: Path) -> nnx.Module:
-    """``model`` with the parameters of the newest train-state checkpoint in ``directory``
-    (restored onto the first device; the state layout is the trainer's, from
-    :func:`memarch.train.setup.make_setup`)."""
-    if not directory.is_dir():
-        raise ValueError(f"no params/ and no checkpoints/ in {str(directory.parent)!r}")
-    ckpt = Checkpointer(directory, dataclasses.replace(cfg.checkpoint, async_save=False))
-    try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise ValueError(f"no complete checkpoint in {str(directory)!r}")
-        abstract = make_setup(cfg).abstract_state()
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        shardings = jax.tree.map(lambda _: device, abstract)
-        state, _ = ckpt.restore(step, abstract_like(abstract, shardings))
-    finally:
-        ckpt.close()
-    nnx.update(model, state["params"])
-    return model
 
 
 __all__ = [
@@ -164,6 +191,8 @@ __all__ = [
     "load_run",
     "load_run_config",
     "load_run_params",
+    "restore_run_params",
+    "run_checkpoint_dir",
     "save_params",
     "write_run_config",
 ]

@@ -62,6 +62,16 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int) -
     }
 
 
+def all_finite(tree: Any) -> jax.Array:
+    """``bool[]``: no floating array of ``tree`` holds a NaN or an infinity."""
+    flags = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.stack(flags).all() if flags else jnp.ones((), bool)
+
+
 def _cast_floats(tree, dtype):
     return jax.tree.map(
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
@@ -86,9 +96,13 @@ def make_train_step(
     ``lax.scan``; the loss is normalised by the labelled tokens of the whole batch, so the
     result equals the single-batch step up to float rounding. ``compute_dtype="bfloat16"``
     casts a copy of the float32 master weights for the forward and backward pass.
-    With ``skip_nonfinite`` a step whose loss or gradient norm is NaN/inf leaves the
-    parameters and optimiser state unchanged (``metrics["skipped"] = 1``).
-    Metrics: loss, ce, aux_loss, accuracy, tokens, grad_norm, skipped and any sown statistics.
+    Every step checks its loss, its gradient norm and every floating array of the updated
+    parameters and optimiser state for NaN/inf (one fused reduction per array):
+    ``metrics["finite"]`` is true when the returned state passed. With ``skip_nonfinite``
+    a step that fails leaves the parameters and optimiser state unchanged
+    (``metrics["skipped"] = 1``, and ``finite`` stays true: the old state is returned).
+    Metrics: loss, ce, aux_loss, accuracy, tokens, grad_norm, skipped, finite and any sown
+    statistics.
     """
     dtype = jnp.dtype(compute_dtype)
     k = grad_accum_steps
@@ -139,7 +153,12 @@ def make_train_step(
         grad_norm = optax.tree.norm(grads)
         updates, new_opt = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        ok = (
+            jnp.isfinite(loss)
+            & jnp.isfinite(grad_norm)
+            & all_finite(new_params)
+            & all_finite(new_opt)
+        )
         if skip_nonfinite:
             keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
             new_params, new_opt = keep(new_params, params), keep(new_opt, opt_state)
@@ -152,6 +171,7 @@ def make_train_step(
             tokens=tokens,
             grad_norm=grad_norm,
             skipped=(~ok).astype(jnp.int32) if skip_nonfinite else jnp.zeros((), jnp.int32),
+            finite=jnp.ones((), bool) if skip_nonfinite else ok,
         )
         new_state = {
             "params": new_params,
@@ -168,4 +188,11 @@ def make_train_step(
     return jax.jit(train_step, donate_argnums=0, **kwargs)
 
 
-__all__ = ["init_state", "make_train_step", "masked_ce_sums", "masked_cross_entropy", "params_of"]
+__all__ = [
+    "all_finite",
+    "init_state",
+    "make_train_step",
+    "masked_ce_sums",
+    "masked_cross_entropy",
+    "params_of",
+]

@@ -7,10 +7,12 @@ Order of work in :func:`train`:
    count — config errors surface here, before anything is compiled;
 2. the ``(data, fsdp, tensor)`` mesh and the shardings of every state leaf (logical-axis
    rules, :mod:`memarch.train.mesh`); the state is created by a jitted initialiser straight
-   into those shardings (no full copy on one device), or restored from the latest checkpoint
-   with ``resume=True``;
+   into those shardings (no full copy on one device), or restored from the newest checkpoint
+   that verifies with ``resume=True`` (:mod:`memarch.train.checkpoint`); what the run may do
+   with its directory is decided first, reading only (:mod:`memarch.train.resume`);
 3. the step is compiled ahead of time (its FLOPs feed the MFU estimate), then called once
-   per batch; metrics stay on the device until a log, checkpoint or eval boundary.
+   per batch; metrics stay on the device until a log, checkpoint or eval boundary, where
+   every step since the last boundary is checked finite before anything is saved.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from memarch.train.distributed import initialize
 from memarch.train.input import BatchLoader
 from memarch.train.mesh import batch_sharding, make_mesh, replicated, tree_shardings
 from memarch.train.metrics import MetricWriter, compiled_flops, mfu
-from memarch.train.run_dir import CHECKPOINTS_DIR, PARAMS_DIR, save_params, write_run_config
+from memarch.train.resume import plan_run
+from memarch.train.run_dir import PARAMS_DIR, save_params, write_run_config
 from memarch.train.setup import make_setup
 from memarch.train.validation import validate
 
@@ -54,27 +57,35 @@ class TrainResult:
     evals: list[dict]  # {"step": s, **evaluate(model, s)} for each evaluation
     wall_time: float  # seconds spent in the loop (compilation included)
     final_step: int = 0  # the step training stopped at (num_steps unless pre-empted)
-    preempted: bool = False  # stopped early by SIGTERM (a checkpoint was saved)
+    preempted: bool = False  # stopped early by SIGTERM/SIGINT (a checkpoint was saved)
     resumed_from: int | None = None  # the checkpoint step this run started from
+    skipped_steps: int = 0  # steps skipped as non-finite (on_nonfinite=skip)
+    run_dir: Path | None = None  # the run directory written (a new subdirectory with new_run)
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag checked between steps (main thread, one process), or asks
-    JAX's coordination service whether all processes reached a pre-emption point (multi-host).
-    """
+    """Turns SIGTERM and SIGINT (Ctrl-C) into a flag checked between steps (main thread, one
+    process), or asks JAX's coordination service whether all processes reached a pre-emption
+    point (multi-host). A second Ctrl-C raises ``KeyboardInterrupt`` at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signal_name = "pre-emption"  # which signal asked to stop
+        self._previous = {}
         self._sync_point = jax.process_count() > 1  # False once the service proves absent
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def _handler(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self.requested = True
+        self.signal_name = signal.Signals(signum).name
 
     def check(self, step: int) -> bool:
         if self._sync_point:
@@ -85,8 +96,8 @@ class _Preemption:
         return self.requested
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 def _mean_row(window: list[dict]) -> dict[str, float]:
@@ -119,7 +130,9 @@ def train(
     *,
     workdir: str | Path | None = None,
     progress: bool = False,
-    resume: bool = False,
+    resume: bool | str = False,
+    new_run: bool = False,
+    allow_schedule_change: bool = False,
     log: Callable[[str], None] = print,
     evaluate: Evaluation | None = None,
 ) -> TrainResult:
@@ -131,15 +144,29 @@ def train(
     :func:`memarch.eval.periodic.periodic_evaluation`).
 
     With ``workdir``: the resolved config (``config.json``), metrics (``metrics.jsonl``,
-    ``tensorboard/``), orbax checkpoints (``checkpoints/``) and the final parameters
-    (``params/``). ``resume=True`` continues from the latest checkpoint there (from scratch
-    if there is none). SIGTERM saves a checkpoint and returns (``preempted=True``).
+    ``tensorboard/``), verified orbax checkpoints (``checkpoints/``) and the final
+    parameters (``params/``). A ``workdir`` that already holds a run is refused unless
+    ``resume`` is set, or ``new_run=True`` trains into a new subdirectory of it
+    (``TrainResult.run_dir``). ``resume=True`` continues from the newest checkpoint there
+    that verifies (naming the newer ones it passed over; an error if there is none),
+    ``resume="auto"`` starts fresh when there is no checkpoint; a resumed config may not
+    change the model, and may change the learning-rate schedule only with
+    ``allow_schedule_change=True`` (:mod:`memarch.train.resume`). All of this is decided
+    before any file is written.
+
+    Every step's loss, gradient norm and updated state are checked finite; with
+    ``on_nonfinite="stop"`` the first non-finite step raises ``FloatingPointError`` naming
+    it and the last verified checkpoint; with ``"skip"`` such steps leave the state unchanged,
+    are counted (``TrainResult.skipped_steps``, ``skipped`` metric) and
+    ``cfg.max_consecutive_skips`` of them in a row raise ``FloatingPointError``. SIGTERM and
+    SIGINT save a checkpoint and return (``preempted=True``).
     """
     initialize(cfg.distributed)
     validate(cfg, jax.device_count())
     examples = train_examples(cfg.data)  # data-config errors, before compilation
-    if resume and workdir is None and not cfg.checkpoint.directory:
-        raise ValueError("resume needs a workdir (or checkpoint.directory) to resume from")
+    plan = plan_run(
+        cfg, workdir, resume=resume, new_run=new_run, allow_schedule_change=allow_schedule_change
+    )  # reads only: refusals come before anything is written
 
     mesh = make_mesh(cfg.mesh)
     setup = make_setup(cfg)
@@ -148,22 +175,34 @@ def train(
     shardings = tree_shardings(cfg.mesh, mesh, abstract)
     loader = BatchLoader(examples, cfg.batch_size, batch_sharding(cfg.mesh, mesh))
 
-    run_dir = Path(workdir) if workdir is not None else None
+    run_dir = plan.run_dir
     is_main = jax.process_index() == 0
-    if run_dir is not None and is_main:
-        write_run_config(run_dir, cfg)
+    for message in plan.messages:
+        log(message)
     ckpt = None
-    if cfg.checkpoint.directory or run_dir is not None:
-        ckpt = Checkpointer(cfg.checkpoint.directory or run_dir / CHECKPOINTS_DIR, cfg.checkpoint)
+    if plan.checkpoint_dir is not None:
+        ckpt = Checkpointer(plan.checkpoint_dir, cfg.checkpoint, log=log)
 
     state, start, resumed_from = None, 0, None
-    if resume and ckpt is not None and ckpt.latest_step() is not None:
-        resumed_from = ckpt.latest_step()
-        state, meta = ckpt.restore(resumed_from, abstract_like(abstract, shardings))
-        start = int(meta["data"]["next_step"])
-        log(f"{cfg.name}: resumed from checkpoint {resumed_from} in {ckpt.directory}")
+    if plan.resume:
+        found = ckpt.restore_newest(abstract_like(abstract, shardings))  # CheckpointError: none
+        for rejected in found.rejected:
+            aside = ckpt.set_aside(rejected.step)
+            log(f"{cfg.name}: {rejected}; set aside as {aside.name}")
+        if found.rejected and jax.process_count() > 1:
+            multihost_utils.sync_global_devices("memarch: rejected checkpoints set aside")
+        state, resumed_from = found.state, found.step
+        start = int(found.meta["data"]["next_step"])
+        newer = (
+            f" (the newest that verifies; passed over {[e.step for e in found.rejected]})"
+            if found.rejected
+            else ""
+        )
+        log(f"{cfg.name}: resumed from checkpoint {resumed_from} in {ckpt.directory}{newer}")
     if state is None:
         state = jax.jit(setup.fresh_state, out_shardings=shardings)()
+    if run_dir is not None and is_main:
+        write_run_config(run_dir, cfg)
 
     step_fn = setup.train_step(state_shardings=shardings, batch_shardings=loader.sharding)
     compiled = step_fn.lower(abstract_like(abstract, shardings), loader.abstract()).compile()
@@ -174,8 +213,8 @@ def train(
     history, evals = [], []
     pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked
     window: list[dict] = []  # host metrics since the last log
-    last_saved = resumed_from
     preempted = False
+    skips = {"total": 0, "run": 0}  # skipped steps: in all, and in a row up to the last check
     steps = range(start, cfg.num_steps)
     bar = None
     if progress and is_main:
@@ -187,26 +226,51 @@ def train(
         return nnx.merge(graphdef, params)
 
     def save(done):
-        nonlocal last_saved
         meta = {
             "step": done,
             "config": dataclasses.asdict(cfg),
             "data": {"kind": "random_access", "next_step": done},
         }
         ckpt.save(done, state, meta)
-        last_saved = done
+
+    def last_good() -> str:
+        if ckpt is None:
+            return "no checkpoint (no workdir)"
+        ckpt.wait()  # read back and verify the saves in flight
+        good = ckpt.newest_verified()
+        if good is None:
+            return "no verified checkpoint yet"
+        return f"last good checkpoint: step {good} in {ckpt.directory} (verified finite)"
 
     def check_pending():
+        """Moves the pending steps' metrics to the host and checks each step was finite;
+        runs before every save, so a checkpoint only ever holds a checked state."""
         for s, m in jax.device_get(pending):
-            if cfg.on_nonfinite == "stop" and not np.isfinite(m["loss"]):
-                where = "no checkpoint saved yet"
-                if ckpt is not None and last_saved is not None:
-                    ckpt.wait()
-                    where = f"last good checkpoint: step {last_saved} in {ckpt.directory}"
+            finite = bool(m.pop("finite"))
+            if not finite:
+                loss, norm = float(m["loss"]), float(m["grad_norm"])
+                what = (
+                    f"loss {loss}"
+                    if not np.isfinite(loss)
+                    else f"gradient norm {norm}"
+                    if not np.isfinite(norm)
+                    else "updated parameters or optimiser state (loss and gradient finite)"
+                )
                 raise FloatingPointError(
-                    f"{cfg.name}: loss is {m['loss']} at step {s}; {where} "
+                    f"{cfg.name}: non-finite {what} at step {s}; {last_good()} "
                     "(set on_nonfinite=skip to skip such batches)"
                 )
+            if m["skipped"]:
+                skips["total"] += 1
+                skips["run"] += 1
+                if skips["run"] >= cfg.max_consecutive_skips:
+                    raise FloatingPointError(
+                        f"{cfg.name}: {skips['run']} steps in a row skipped as non-finite, up "
+                        f"to step {s} (max_consecutive_skips={cfg.max_consecutive_skips}); "
+                        f"{last_good()} (lower optim.learning_rate or check the data)"
+                    )
+            else:
+                skips["run"] = 0
             window.append(m)
         pending.clear()
 
@@ -261,7 +325,10 @@ def train(
                 if stop and not last:
                     preempted = True
                     where = f"checkpoint {done} saved" if ckpt is not None else "no workdir"
-                    log(f"{cfg.name}: SIGTERM at step {done}; {where}; rerun with --resume")
+                    log(
+                        f"{cfg.name}: {preemption.signal_name} at step {done}; {where}; "
+                        "rerun with --resume"
+                    )
                     break
         finally:
             if bar is not None:
@@ -273,6 +340,11 @@ def train(
 
     model = nnx.merge(graphdef, state["params"])
     wall = time.perf_counter() - start_time
+    if skips["total"]:
+        log(
+            f"{cfg.name}: skipped {skips['total']} of {done - start} steps as non-finite "
+            "(on_nonfinite=skip)"
+        )
     if run_dir is not None and not preempted:
         save_params(model, run_dir / PARAMS_DIR)
     return TrainResult(
@@ -283,6 +355,8 @@ def train(
         final_step=done,
         preempted=preempted,
         resumed_from=resumed_from,
+        skipped_steps=skips["total"],
+        run_dir=run_dir,
     )
 
 

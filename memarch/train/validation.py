@@ -87,6 +87,7 @@ def validate(cfg: TrainConfig, num_devices: int, *, data: bool = True) -> dict[s
         _positive(name, getattr(cfg, name), 0)
     _positive("checkpoint.every", cfg.checkpoint.every, 0)
     _positive("checkpoint.keep", cfg.checkpoint.keep)
+    _positive("max_consecutive_skips", cfg.max_consecutive_skips)
     if cfg.compute_dtype not in COMPUTE_DTYPES:
         raise ConfigError(
             f"compute_dtype must be one of {list(COMPUTE_DTYPES)}; got {cfg.compute_dtype!r}"

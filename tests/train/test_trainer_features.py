@@ -1,5 +1,5 @@
-"""Trainer features on one CPU device: gradient accumulation, bfloat16 compute, NaN handling,
-SIGTERM, metrics files and ``memarch train --resume``."""
+"""Trainer features on one CPU device: gradient accumulation, bfloat16 compute, NaN handling
+(stop, visible skips), SIGTERM and Ctrl-C, metrics files and ``memarch train --resume``."""
 
 import dataclasses
 import json
@@ -58,17 +58,28 @@ def test_nonfinite_loss_stops_naming_step_and_last_checkpoint(tmp_path):
 
 def test_nonfinite_loss_can_skip_the_batch():
     cfg = apply_overrides(SHORT, [*BLOW_UP, "num_steps=8", "on_nonfinite='skip'"])
-    res = trainer.train(cfg, log=lambda s: None)
+    messages = []
+    res = trainer.train(cfg, log=messages.append)
     assert res.final_step == 8 and sum(h["skipped"] for h in res.history) >= 1
     assert all(np.isfinite(v).all() for v in [res.model.embed.embedding[...]])
+    # skips are counted and reported
+    assert res.skipped_steps == sum(h["skipped"] for h in res.history)
+    assert f"skipped {res.skipped_steps} of 8 steps as non-finite" in messages[-1]
+    # and too many in a row stop the run with a clear error
+    with pytest.raises(
+        FloatingPointError, match=r"1 steps in a row skipped .*max_consecutive_skips=1"
+    ):
+        trainer.train(dataclasses.replace(cfg, max_consecutive_skips=1), log=lambda s: None)
 
 
-def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, monkeypatch, sig):
+    """SIGTERM (pre-emption) and SIGINT (Ctrl-C) both save and return."""
     loader_call = trainer.BatchLoader.__call__
 
     def call(self, step):
         if step == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), sig)
         return loader_call(self, step)
 
     monkeypatch.setattr(trainer.BatchLoader, "__call__", call)
@@ -77,12 +88,10 @@ def test_sigterm_saves_a_checkpoint_and_returns(tmp_path, monkeypatch):
         dataclasses.replace(TINY, num_steps=8), workdir=tmp_path, log=messages.append
     )
     assert res.preempted and res.final_step == 6
-    assert "SIGTERM at step 6; checkpoint 6 saved" in messages[-1]
+    assert f"{sig.name} at step 6; checkpoint 6 saved" in messages[-1]
     assert (tmp_path / "checkpoints" / "6").is_dir() and not (tmp_path / "params").exists()
     # the handler is restored afterwards
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
-        signal.getsignal(signal.SIGTERM)
-    )
+    assert signal.getsignal(sig) is signal.SIG_DFL or callable(signal.getsignal(sig))
 
 
 def test_metrics_jsonl_and_tensorboard(short_run):
@@ -106,7 +115,21 @@ def test_cli_resume_continues_from_the_latest_checkpoint(tmp_path, capsys, monke
     args = ["train", "--config", str(cfg_file), "--workdir", str(tmp_path / "w"), "--no-progress"]
     assert main([*args, "num_steps=3"]) == 0
     capsys.readouterr()
-    assert main([*args, "--resume", "num_steps=5", "checkpoint.keep=1"]) == 0
+    # num_steps changes the learning-rate schedule: refused without the acknowledgement
+    assert main([*args, "--resume", "num_steps=5", "checkpoint.keep=1"]) == 2
+    assert "num_steps: saved 3, requested 5" in capsys.readouterr().err
+    resume = [*args, "--resume", "num_steps=5", "checkpoint.keep=1"]
+    assert main([*resume, "--allow-schedule-change"]) == 0
     out = capsys.readouterr().out
     assert "step      4" in out and "step      1 " not in out
     assert sorted(p.name for p in (tmp_path / "w" / "checkpoints").iterdir()) == ["5"]
+    # training into the run again without --resume is refused; --resume=auto on a new one starts
+    assert main([*args, "num_steps=5"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main([*args, "--resume", "num_steps=5"]) == 0  # nothing left to train
+    capsys.readouterr()
+    fresh = ["train", "--config", str(cfg_file), "--workdir", str(tmp_path / "f"), "--no-progress"]
+    assert main([*fresh, "--resume"]) == 2
+    assert "no checkpoint in" in capsys.readouterr().err
+    assert main([*fresh, "--resume=auto", "num_steps=2"]) == 0
+    assert "step      2" in capsys.readouterr().out
