@@ -9,12 +9,12 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from memarch.data.byte_tokenizer import VOCAB_SIZE
 from memarch.data.config import DataConfig
 from memarch.data.source import SyntheticSource
 from memarch.data.tasks import RECALL_TASKS, get_task, slice_config
 from memarch.data.tasks import mqar_config as mqar_config  # re-exported
 from memarch.data.tasks import needle_config as needle_config  # re-exported
-from memarch.data.byte_tokenizer import VOCAB_SIZE
 
 
 def data_task_names() -> tuple[str, ...]:

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from memarch.data.mqar import IGNORE_INDEX
 from memarch.data.byte_tokenizer import encode
+from memarch.data.mqar import IGNORE_INDEX
 
 
 class LocalText(tfds.core.GeneratorBasedBuilder):

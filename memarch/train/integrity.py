@@ -97,7 +97,9 @@ def verify_checksums(state: Any, recorded: dict[str, str]) -> list[str]:
     """The problems found comparing ``state`` with ``recorded`` checksums (empty = verified):
     arrays whose content changed, arrays missing from the record, recorded arrays absent."""
     got = state_checksums(state)
-    problems = [f"{name}: content changed" for name in got if recorded.get(name, got[name]) != got[name]]
+    problems = [
+        f"{name}: content changed" for name in got if recorded.get(name, got[name]) != got[name]
+    ]
     problems += [f"{name}: no recorded checksum" for name in got if name not in recorded]
     problems += [f"{name}: recorded but not in the state" for name in recorded if name not in got]
     return problems

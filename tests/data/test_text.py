@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from memarch.data.byte_tokenizer import BOS_ID, VOCAB_SIZE, decode, encode
 from memarch.data.mqar import IGNORE_INDEX
 from memarch.data.text import PackedText, prepare
-from memarch.data.byte_tokenizer import BOS_ID, VOCAB_SIZE, decode, encode
 
 SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare.txt"
 for _parent in Path(__file__).resolve().parents:
