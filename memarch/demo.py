@@ -39,8 +39,12 @@ def run_demo(
     for filename in CONFIGS:
         cfg = apply_overrides(load_config(configs_dir() / filename), overrides or [])
         print(f"== training {cfg.name}: layers {cfg.model.layer_names()}", flush=True)
-        res = train(
-            cfg, workdir=out / cfg.name, progress=progress, evaluate=periodic_evaluation(cfg)
+        res = train(  # a re-run of the demo trains again, in a new run-<n> subdirectory
+            cfg,
+            workdir=out / cfg.name,
+            progress=progress,
+            evaluate=periodic_evaluation(cfg),
+            new_run=True,
         )
         results[cfg.name] = res.evals[-1]["accuracy"]
         times[cfg.name] = res.wall_time
