@@ -11,8 +11,6 @@ import hashlib
 import os
 import random
 import shutil
-import signal
-import time
 from pathlib import Path
 
 import jax
@@ -20,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
-from tiny_run import TINY, params_to_numpy, run
+from tiny_run import TINY, kill_during_run, params_to_numpy
 
 from memarch.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 from memarch.train.config import apply_overrides
@@ -179,16 +177,7 @@ def test_kill_9_during_an_asynchronous_save_resumes_bit_exactly(reference, tmp_p
     kill_at = random.Random().randint(2, 6)
     work = tmp_path / "run"
     overrides = ["num_steps=8", "checkpoint.every=1", "checkpoint.keep=5"]
-    proc = run({"overrides": overrides, "workdir": str(work)}, wait=False)
-    metrics = work / "metrics.jsonl"
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_at:
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before step {kill_at}"
+    kill_during_run(work, overrides, kill_at, timeout=400)
     complete = sorted(int(p.name) for p in (work / "checkpoints").iterdir() if p.name.isdigit())
     cfg = apply_overrides(TINY, overrides)
     if not complete:  # killed before the first save finished: a clear error, not step 0

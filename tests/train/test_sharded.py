@@ -6,14 +6,12 @@ import dataclasses
 import json
 import random
 import shutil
-import signal
 import socket
-import time
 
 import numpy as np
 import pytest
 from flax import nnx
-from tiny_run import TINY, params_to_numpy, run
+from tiny_run import TINY, kill_during_run, params_to_numpy, run
 
 from memarch.train.checkpoint import Checkpointer, abstract_like
 from memarch.train.mesh import make_mesh, tree_shardings
@@ -117,16 +115,7 @@ def test_resume_after_sigkill_is_bit_exact(one_device_run, tmp_path):
     kill_at = random.Random().randint(4, 15)
     work = tmp_path / "run"
     overrides = ["checkpoint.every=1", "checkpoint.keep=3"]
-    proc = run({"overrides": overrides, "workdir": str(work)}, wait=False)
-    metrics = work / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_at:
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before step {kill_at}"
+    kill_during_run(work, overrides, kill_at, timeout=240)
 
     # Then only complete checkpoints count (an unfinished save is a temporary directory)
     cfg = dataclasses.replace(

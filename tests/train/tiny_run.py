@@ -64,6 +64,24 @@ def run(spec: dict, *, devices: int = 1, timeout: float = 300, wait: bool = True
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def kill_during_run(work: Path, overrides: list[str], kill_at: int, timeout: float) -> None:
+    """Starts a run of ``TINY`` with ``overrides`` into ``work`` and SIGKILLs it once its
+    metrics hold ``kill_at`` rows; asserts it was killed (not finished) before that step."""
+    import signal
+    import time
+
+    proc = run({"overrides": overrides, "workdir": str(work)}, wait=False)
+    metrics = work / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_at:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before step {kill_at}"
+
+
 def params_to_numpy(params) -> dict[str, object]:
     """``{"blocks/0/mixer/q_proj/kernel": np.ndarray, …}`` (host copies)."""
     import jax
