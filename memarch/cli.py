@@ -1,4 +1,4 @@
-"""``memarch`` command line: ``train``, ``eval``, ``ablate`` and ``demo`` (later: ``bench``).
+"""``memarch`` command line: ``train``, ``eval``, ``ablate``, ``data`` and ``demo``.
 
 memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learning_rate=1e-3
 memarch train --config configs/mqar_attention.py --workdir runs/attn --resume   # after a stop
@@ -9,6 +9,7 @@ memarch eval  --checkpoint runs/attn --task needle data.eval_slices='((256,1),)'
 memarch eval  --checkpoint runs/attn --step 200
 memarch ablate --config configs/mqar_hybrid.py --grid model.pattern=LA,AA --grid seed=0,1 \
     --out runs/ablate_hybrid [--workers 2] [key.sub=value ...]
+memarch data prepare 'corpus/*.jsonl' --text-field text --tokenizer tok/ --out data/corpus
 memarch demo
 memarch --debug train …   # a user error with its traceback (also: MEMARCH_DEBUG=1)
 
@@ -24,6 +25,7 @@ import os
 import sys
 
 from memarch.ablate import load_grid_file, parse_grid_args, run_grid, write_report
+from memarch.data.prepare import main as prepare_main
 from memarch.data.tasks import get_task
 from memarch.demo import run_demo
 from memarch.errors import user_error_lines
@@ -153,6 +155,10 @@ def _cmd_ablate(args) -> int:
     return 0
 
 
+def _cmd_data(args) -> int:
+    return prepare_main(args.args)
+
+
 def _cmd_demo(args) -> int:
     run_demo(args.out, args.overrides, progress=not args.no_progress)
     return 0
@@ -231,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("overrides", nargs="*", help="key.sub=value overrides for every cell")
     a.set_defaults(func=_cmd_ablate)
+    dp = sub.add_parser(
+        "data", help="language-model data: `memarch data prepare SRC... --out DIR --tokenizer T`"
+    )
+    dp.add_argument(
+        "action", choices=["prepare"], help="prepare: tokenize a corpus into ArrayRecord shards"
+    )
+    dp.add_argument(
+        "args", nargs=argparse.REMAINDER, help="its arguments (memarch data prepare --help)"
+    )
+    dp.set_defaults(func=_cmd_data)
     d = sub.add_parser("demo", help="MQAR: attention vs linear attention vs hybrid (CPU)")
     d.add_argument("--out", default="runs/demo", help="output folder (table, plot, runs)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")

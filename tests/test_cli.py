@@ -206,3 +206,16 @@ def test_a_missing_checkpoint_metadata_file_is_named(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run), "data.num_eval_examples=4"]) == 2
     err = assert_user_error("eval", str(run / "checkpoints"), capsys)
     assert "Traceback" not in err
+
+
+def test_data_prepare_subcommand_writes_shards(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("first document\n\nsecond document\n\nthird one\n")
+    out = tmp_path / "prepared"
+    argv = ["data", "prepare", str(corpus), "--out", str(out), "--tokenizer", "byte"]
+    assert main([*argv, "--txt-mode", "paragraph", "--no-progress"]) == 0
+    assert (out / "index.json").is_file()
+    assert "documents" in capsys.readouterr().out
+    missing = ["--out", str(tmp_path / "x"), "--tokenizer", str(tmp_path / "missing.json")]
+    assert main(["data", "prepare", str(corpus), *missing]) == 2  # one clear line, exit 2
+    assert "missing.json" in capsys.readouterr().err
