@@ -96,17 +96,17 @@ def check_resume_config(
     changes = config_changes(saved, json.loads(config_to_json(cfg)))
     structure = [c for c in changes if c.kind == "structure"]
     if structure:
-        lines = "\n  ".join(str(c) for c in structure)
+        listed = "; ".join(str(c) for c in structure)
         raise ValueError(
             f"cannot resume {where}: the requested model differs from the saved one "
-            f"(run {where}/{CONFIG_FILE}):\n  {lines}\n"
+            f"(run {where}/{CONFIG_FILE}): {listed}\n"
             "train a new model in another --workdir (or with --new-run)"
         )
     schedule = [c for c in changes if c.kind == "schedule"]
     if schedule and not allow_schedule_change:
-        lines = "\n  ".join(str(c) for c in schedule)
+        listed = "; ".join(str(c) for c in schedule)
         raise ValueError(
-            f"resuming {where} would change the learning-rate schedule:\n  {lines}\n"
+            f"resuming {where} would change the learning-rate schedule: {listed}\n"
             "pass --allow-schedule-change (train(..., allow_schedule_change=True)) to accept it"
         )
     return [f"resume changes {c.kind} setting {c}" for c in changes]

@@ -164,5 +164,5 @@ def test_trimkv_prefill_keeps_top_m_by_retention_score():
 
 
 def test_rejects_a_non_policy_eviction():
-    with pytest.raises(ValueError, match="eviction must be an EvictionPolicy"):
+    with pytest.raises(ValueError, match="eviction expects .*EvictionPolicy"):
         build("trimkv", eviction="h2o")
