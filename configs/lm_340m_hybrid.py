@@ -1,18 +1,29 @@
-"""A 340M-parameter hybrid LM for a TPU pod: 24 layers, three Gated DeltaNet layers per
-softmax-attention layer ("GGGA" × 6), d_model 1024, byte-level text.
+"""A 340M-class hybrid LM for a TPU pod (fla's 340M shape; 393M parameters with the untied
+32,000-row embedding and head): 24 layers, three Gated DeltaNet layers per softmax-attention
+layer ("GGGA" × 6), d_model 1024, on a web corpus tokenized with the Llama-2
+SentencePiece tokenizer (32,000 ids, as fla's 340M/1.3B models and the hybrid-ratio study).
 
 Sharding: fully-sharded data parallel over every chip (mesh fsdp = -1): parameters, Adam
 moments and the batch are split over the fsdp axis; switch on tensor parallelism with
 ``mesh.fsdp=-1 mesh.tensor=4`` (heads, MLP and vocab split). bfloat16 compute, float32
-master weights. The data is a local text file built into a TFDS ArrayRecord dataset (no
-download); point ``data.text_file`` at a large corpus for real runs.
+master weights.
+
+Data: prepare the corpus once (docs/data.md; ArrayRecord shards of token ids, any machine with
+many cores), then point every host at it (start-up reads only the index):
+    memarch data prepare '/data/slimpajama/*.jsonl' --text-field text \\
+        --tokenizer /data/llama2/tokenizer.model --out /data/slimpajama-llama2 --workers 64
 
 Pod launch (every host runs the same command; TPU pods auto-detect the coordinator):
-    memarch train --config configs/lm_340m_hybrid.py --workdir gs://…/lm340m \\
-        distributed.initialize=True data.text_file=/data/corpus.txt
-Resume after pre-emption: the same command with --resume.
-CPU (tiny variant, d_model 32, 2 layers): memarch train --config configs/lm_340m_hybrid.py --tiny
+    memarch train --config configs/lm_340m_hybrid.py --workdir /shared/lm340m \\
+        distributed.initialize=True data.text_dir=/data/slimpajama-llama2 \\
+        data.tokenizer=/data/llama2/tokenizer.model
+($MEMARCH_TEXT_DIR / $MEMARCH_TOKENIZER set the same two fields.) Resume after pre-emption: the
+same command with --resume. Held-out loss, perplexity and bits per byte every eval_every steps.
+CPU (tiny variant, d_model 32, 2 layers, byte tokenizer on a local text file, by default tiny
+Shakespeare): memarch train --config configs/lm_340m_hybrid.py --tiny
 """
+
+import os
 
 from memarch.data.corpus import find_corpus
 from memarch.models import LMConfig
@@ -32,7 +43,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
         return TrainConfig(
             name="lm_340m_hybrid_tiny",
             model=LMConfig(
-                vocab_size=258,  # byte tokenizer
+                vocab_size=384,  # the byte tokenizer's 258 ids padded to a multiple of 128
                 d_model=32,  # tiny width
                 num_heads=2,  # heads per mixer
                 pattern="GA",  # one Gated DeltaNet layer, one attention layer
@@ -40,9 +51,10 @@ def get_config(tiny: bool = False) -> TrainConfig:
                 mixers={"gated_deltanet": {"head_dim": 16, "short_conv": 4}},
             ),
             data=DataConfig(
-                task="text",  # packed byte-level text
-                vocab_size=258,  # = model.vocab_size
-                text_file=find_corpus(__file__),  # local text (tests: tinyshakespeare)
+                task="text",  # packed documents, BOS before each
+                vocab_size=258,  # the byte tokenizer's ids (the padding rows are never predicted)
+                tokenizer="byte",
+                text_file=find_corpus(__file__),  # local text, prepared on first use
                 seq_len=32,  # tokens per row
                 num_eval_examples=16,  # validation rows
             ),
@@ -55,18 +67,19 @@ def get_config(tiny: bool = False) -> TrainConfig:
     return TrainConfig(
         name="lm_340m_hybrid",
         model=LMConfig(
-            vocab_size=258,  # byte tokenizer
+            vocab_size=32000,  # the tokenizer's ids (a multiple of 128)
             d_model=1024,  # residual width
             num_heads=8,  # heads per mixer (head_dim 128)
             pattern="GGGA" * 6,  # 24 layers, 3 Gated DeltaNet : 1 attention
-            mlp_hidden=2944,  # SwiGLU width (a multiple of 128; 338M parameters in all)
+            mlp_hidden=2816,  # SwiGLU width (fla's 340M: int(8/3 · 1024) rounded up to 256)
             tie_embeddings=False,  # separate output head
             mixers={"gated_deltanet": dict(_GDN), "attention": {"qk_norm": True}},
         ),
         data=DataConfig(
-            task="text",  # packed byte-level text
-            vocab_size=258,  # = model.vocab_size
-            text_file=find_corpus(__file__),  # replace with a large corpus
+            task="text",  # packed documents, BOS before each
+            vocab_size=32000,  # the tokenizer's id count
+            text_dir=os.environ.get("MEMARCH_TEXT_DIR", "/data/slimpajama-llama2"),  # prepared
+            tokenizer=os.environ.get("MEMARCH_TOKENIZER", "/data/llama2/tokenizer.model"),
             seq_len=2048,  # tokens per row
             num_eval_examples=512,  # validation rows per evaluation
         ),

@@ -1,12 +1,13 @@
 """Hybrid-ratio ablation at pod scale: 340M-class, 24-layer Gated DeltaNet / GLA hybrids with
 r linear layers per softmax-attention layer, the set-up of the hybrid-ratio study (arXiv
 2507.06457: 340M models, 20B tokens, context 2048; ratios 24:1 … 3:1, pure linear and a
-Transformer) on byte-level text, with MQAR recall probes from a separate run per cell.
+Transformer) on a web corpus tokenized with the Llama-2 SentencePiece tokenizer (32,000 ids, as
+fla's 340M/1.3B models), with MQAR recall probes from a separate run per cell.
 
 The ratio is expressed as in configs/recall_vs_ratio.py (``model.pattern=None``,
 ``num_layers=24``, ``ratio=r``, attention last in each group): r = 23 -> one attention layer,
 7 -> 3, 5 -> 4, 3 -> 6, 1 -> 12, 0 -> all attention, 24 -> pure linear. Model shape as
-configs/lm_340m_hybrid.py (d_model 1024, 8 heads of 128, SwiGLU 2944, untied head; ≈ 340M
+configs/lm_340m_hybrid.py (d_model 1024, 8 heads of 128, SwiGLU 2816, untied head; ≈ 400M
 parameters), bfloat16 compute, FSDP over every chip.
 
 Every host of the pod runs the same command (TPU pods auto-detect the coordinator); one cell at
@@ -14,16 +15,24 @@ a time uses the whole pod (``--workers 1``); a pre-empted grid resumes where it 
 
     memarch ablate --config configs/recall_vs_ratio_pod.py \\
         --grid-file configs/recall_vs_ratio_pod.py --pivot task --workers 1 \\
-        --out gs://…/recall_vs_ratio distributed.initialize=True data.text_file=/data/corpus.txt
+        --out /shared/recall_vs_ratio distributed.initialize=True \\
+        data.text_dir=/data/slimpajama-llama2 data.tokenizer=/data/llama2/tokenizer.model
+
+The corpus is prepared once beforehand (docs/data.md), on any machine with many cores:
+
+    memarch data prepare '/data/slimpajama/*.jsonl' --text-field text \\
+        --tokenizer /data/llama2/tokenizer.model --out /data/slimpajama-llama2 --workers 64
 
 ``--out`` must be a directory every host sees (a shared or mounted file system): every host
 resolves the same cells in the same order at start-up and trains them in lock-step; each writes
-the same result files (atomic renames). The embedding has 8192 rows so that MQAR can use
-Zoology's V = 8192 (> L); text uses the first 258 (bytes), so one model serves both tasks.
-CPU smoke run of the same grid: ``--tiny`` (2 layers, d_model 32, 20 steps, 32-token rows).
+the same result files (atomic renames). The embedding has the tokenizer's 32,000 rows; MQAR uses
+the first 8192 (Zoology's V = 8192 > L), so one model shape serves both tasks.
+CPU smoke run of the same grid: ``--tiny`` (2 layers, d_model 32, 20 steps, 32-token rows, the
+byte tokenizer on a local text file: ``data.text_file``, by default tiny Shakespeare).
 """
 
 import dataclasses
+import os
 
 from memarch.data.corpus import find_corpus
 from memarch.models import LMConfig
@@ -41,7 +50,7 @@ _MQAR = ((512, 64), (1024, 128), (2048, 256))  # (L, pairs): Zoology's long slic
 GRID = {
     "seed": [0, 1, 2],
     "task": {
-        "text": {"data.task": "text", "data.vocab_size": 258},
+        "text": {"data.task": "text"},  # data.vocab_size: the tokenizer's (the base config's)
         # MQAR probes: the same model trained from scratch on MQAR (V = 8192 > L, as Zoology)
         "mqar": {"data.task": "mqar", "data.vocab_size": 8192},
     },
@@ -61,7 +70,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
     cfg = TrainConfig(
         name="recall_vs_ratio_pod",
         model=LMConfig(
-            vocab_size=8192,  # MQAR's vocabulary; text uses the first 258 ids (bytes)
+            vocab_size=32000,  # the tokenizer's ids (a multiple of 128); MQAR uses the first 8192
             d_model=1024,  # residual width
             num_heads=8,  # heads per mixer (head_dim 128)
             pattern=None,  # layers from (num_layers, ratio)
@@ -69,7 +78,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
             ratio=3,  # linear layers per attention layer (GRID sweeps it)
             linear_mixer="gated_deltanet",  # gated_deltanet | gla (GRID sweeps it)
             placement="last",
-            mlp_hidden=2944,  # SwiGLU width (≈ 350M parameters in all)
+            mlp_hidden=2816,  # SwiGLU width (fla's 340M shape; ≈ 400M parameters with the head)
             tie_embeddings=False,  # separate output head
             mixers={
                 "gated_deltanet": dict(_LINEAR),
@@ -79,8 +88,9 @@ def get_config(tiny: bool = False) -> TrainConfig:
         ),
         data=DataConfig(
             task="text",  # text | mqar (GRID's task axis)
-            vocab_size=258,  # = model.vocab_size
-            text_file=find_corpus(__file__),  # replace with a large corpus
+            vocab_size=32000,  # the tokenizer's id count (MQAR cells: 8192)
+            text_dir=os.environ.get("MEMARCH_TEXT_DIR", "/data/slimpajama-llama2"),  # prepared
+            tokenizer=os.environ.get("MEMARCH_TOKENIZER", "/data/llama2/tokenizer.model"),
             seq_len=2048,  # tokens per row
             train_slices=_MQAR,
             eval_slices=_MQAR,
@@ -106,6 +116,7 @@ def get_config(tiny: bool = False) -> TrainConfig:
             name="recall_vs_ratio_pod_tiny",
             model=dataclasses.replace(
                 cfg.model,
+                vocab_size=8192,  # MQAR's V; text uses the byte tokenizer's first 258 ids
                 d_model=32,
                 num_heads=2,
                 num_layers=2,
@@ -119,6 +130,10 @@ def get_config(tiny: bool = False) -> TrainConfig:
             ),
             data=dataclasses.replace(
                 cfg.data,
+                vocab_size=258,  # the byte tokenizer (MQAR cells: 8192, in the 8192-row embedding)
+                text_dir="",
+                text_file=find_corpus(__file__),  # a local text file, prepared on first use
+                tokenizer="byte",
                 seq_len=32,
                 train_slices=((32, 4),),
                 eval_slices=((32, 4),),

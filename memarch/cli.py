@@ -31,6 +31,7 @@ from memarch.demo import run_demo
 from memarch.errors import user_error_lines
 from memarch.eval.periodic import evaluate_config, periodic_evaluation
 from memarch.eval.recall import baselines, evaluate_task, recall_table, task_data
+from memarch.eval.text import text_report
 from memarch.train.config import apply_overrides, load_config
 from memarch.train.run_dir import load_run_config, restore_run_params
 from memarch.train.setup import build_model
@@ -78,8 +79,7 @@ def _cmd_train(args) -> int:
     if res.evals and isinstance(res.evals[-1]["accuracy"], dict):  # MQAR: per slice
         print(recall_table({cfg.name: res.evals[-1]["accuracy"]}))
     elif res.evals:
-        last = res.evals[-1]
-        print(f"eval loss {last['loss']:.4f}  acc {last['accuracy']:.3f}")
+        print(f"eval (held-out text, step {res.evals[-1]['step']}): {text_report(res.evals[-1])}")
     if res.skipped_steps:
         print(f"skipped {res.skipped_steps} non-finite steps (on_nonfinite=skip)")
     print(f"saved to {workdir} ({res.wall_time:.0f} s)")
@@ -105,8 +105,7 @@ def _cmd_eval(args) -> int:
     if task == "text":
         model, source = restore_run_params(build_model(cfg), saved, run_dir, step=args.step)
         print(f"scoring {source}")
-        result = evaluate_config(model, cfg)
-        print(f"eval loss {result['loss']:.4f}  acc {result['accuracy']:.3f}")
+        print(f"held-out text: {text_report(evaluate_config(model, cfg))}")
         return 0
     data, slices = task_data(cfg.data, task)  # bad task / slice: an error before any loading
     model, source = restore_run_params(build_model(cfg), saved, run_dir, step=args.step)

@@ -43,6 +43,7 @@ from memarch.ablate.cell import (
     write_json_atomic,
 )
 from memarch.ablate.grid import Axis, Cell, resolve_cells
+from memarch.data.text import prepared_dir
 from memarch.train.config import TrainConfig, config_to_json
 
 
@@ -86,16 +87,11 @@ def _check_stale(cell: Cell, cfg: TrainConfig, result: dict) -> None:
 
 
 def _prepare_text(configs: Sequence[TrainConfig]) -> None:
-    """Builds each text dataset once in this process before workers read it concurrently."""
-    seen = set()
+    """Prepares each cell's ``data.text_file`` once in this process, before its workers read
+    the shards concurrently (``data.text_dir`` is prepared already)."""
     for cfg in configs:
-        key = (cfg.data.text_file, cfg.data.data_dir)
-        if cfg.data.task == "text" and key not in seen:
-            # lazy: memarch.data.text imports tensorflow_datasets (heavy; task 'text' only)
-            from memarch.data.text import prepare
-
-            prepare(cfg.data.text_file, cfg.data.data_dir or None)
-            seen.add(key)
+        if cfg.data.task == "text" and cfg.data.text_file:
+            prepared_dir(cfg.data)  # cached per process: each corpus is prepared once
 
 
 def _stop_on_sigterm() -> None:

@@ -8,9 +8,11 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     # mqar | forgetting_mqar | needle | passkey | selective_copy | induction | set_disjointness
-    # (memarch.data.tasks: each names the meaning of a slice's pair) | text (a local file)
+    # (memarch.data.tasks: each names the meaning of a slice's pair) | text (language modelling)
     task: str = "mqar"
-    vocab_size: int = 256  # task vocabulary (keys from the lower half, values from the upper)
+    # task vocabulary (recall tasks: keys from the lower half, values from the upper; text: the
+    # tokenizer's id count, which the model's vocab_size may exceed — padding is never predicted)
+    vocab_size: int = 256
     train_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
     eval_slices: tuple[tuple[int, int], ...] = ((64, 4), (128, 8), (128, 16))  # (len, pairs)
     # needle: (len, needles); passkey: (len, digits); selective_copy: (len, data tokens);
@@ -39,6 +41,16 @@ class DataConfig:
     segment_queries: int = 2  # facts asked per (segment, distance)
     seed: int = 0  # training data seed
     eval_seed: int = 12345  # test data seed (different from training)
-    text_file: str = ""  # task text: a UTF-8 file, built once into a TFDS ArrayRecord dataset
-    data_dir: str = ""  # task text: TFDS data dir ("" = $MEMARCH_DATA_DIR or ~/.cache/memarch/tfds)
+    # task text (language modelling, memarch.data.text; docs/data.md): give text_dir or text_file
+    text_dir: str = ""  # a directory written by `memarch data prepare` (pods: prepare it once)
+    text_file: str = ""  # or local .txt/.jsonl/.parquet files (a path or glob), prepared on use
+    text_field: str = "text"  # text_file: the .jsonl/.parquet field holding each document
+    text_val_every: int = 100  # text_file: ~1 document in n is held out (memarch.data.prepare)
+    data_dir: str = ""  # text_file: cache root ("" = $MEMARCH_DATA_DIR or ~/.cache/memarch)
+    tokenizer: str = "byte"  # "byte", a tokenizer.json / SentencePiece .model, or their directory
+    bos_id: int | None = None  # BOS id; None = the tokenizer files' own
+    eos_id: int | None = None  # EOS id; None = the tokenizer files' own
+    add_bos: bool = True  # each document starts with BOS (its first token is then a target)
+    add_eos: bool = False  # each document ends with EOS (a target: the model learns to stop)
     seq_len: int = 256  # task text: tokens per packed training row
+    worker_count: int = 0  # grain worker processes reading training rows (0: a background thread)

@@ -288,14 +288,28 @@ def process_batches(
         num_steps=num_steps,
     )
     ds = grain.MapDataset.source(source).batch(source.local_batch_size, drop_remainder=True)
-    it = ds[start_step:].to_iter_dataset()
-    if worker_count:
-        # grain's workers read absl flags (profiling); outside an absl app nobody parses them,
-        # so take their defaults.
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-    return it
+    return with_workers(ds[start_step:].to_iter_dataset(), worker_count)
 
 
-__all__ = ["PackedRows", "PreparedSplit", "ProcessRows", "process_batches", "process_rows"]
+def with_workers(it: grain.IterDataset, worker_count: int) -> grain.IterDataset:
+    """``it`` read by ``worker_count`` grain worker processes (``mp_prefetch``; 0: ``it``
+    itself). The elements and their order do not depend on ``worker_count``."""
+    if worker_count < 0:
+        raise ValueError(f"worker_count must be >= 0; got {worker_count}")
+    if not worker_count:
+        return it
+    # grain's workers read absl flags (profiling); outside an absl app nobody parses them,
+    # so take their defaults.
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+
+
+__all__ = [
+    "PackedRows",
+    "PreparedSplit",
+    "ProcessRows",
+    "process_batches",
+    "process_rows",
+    "with_workers",
+]

@@ -9,12 +9,12 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from memarch.data.byte_tokenizer import VOCAB_SIZE
 from memarch.data.config import DataConfig
 from memarch.data.source import SyntheticSource
 from memarch.data.tasks import RECALL_TASKS, get_task, slice_config
 from memarch.data.tasks import mqar_config as mqar_config  # re-exported
 from memarch.data.tasks import needle_config as needle_config  # re-exported
+from memarch.data.text import eval_rows, train_rows
 
 
 def data_task_names() -> tuple[str, ...]:
@@ -26,16 +26,7 @@ def _check_task(cfg: DataConfig) -> None:
     accepted = data_task_names()
     if cfg.task not in accepted:
         raise ValueError(f"data.task must be one of {list(accepted)}; got {cfg.task!r}")
-    if cfg.task == "text":
-        if cfg.vocab_size != VOCAB_SIZE:
-            raise ValueError(
-                f"data.vocab_size must be {VOCAB_SIZE} (the byte tokenizer) for task 'text'; "
-                f"got {cfg.vocab_size}"
-            )
-        if not cfg.text_file:
-            raise ValueError("data.text_file must name a local UTF-8 text file for task 'text'")
-        return
-    if not cfg.train_slices:
+    if cfg.task != "text" and not cfg.train_slices:
         names = ", ".join(get_task(cfg.task).slice_names)
         raise ValueError(f"data.train_slices must list at least one ({names}) slice")
 
@@ -71,17 +62,12 @@ def train_examples(cfg: DataConfig) -> grain.MapDataset:
 
     Element ``i`` is ``{"inputs": int32[L], "targets": int32[L]}``, a pure function of the
     config and ``i``; row ``r`` of training batch ``s`` is element ``s·B + r``. For task
-    ``text`` elements are packed rows with ``segment_ids`` (:mod:`memarch.data.text`).
+    ``text`` elements are packed rows with ``segment_ids`` over the prepared corpus, a new
+    document order each epoch (:mod:`memarch.data.text`).
     """
     _check_task(cfg)
     if cfg.task == "text":
-        # lazy: memarch.data.text imports tensorflow_datasets (heavy; task 'text' only)
-        from memarch.data.text import PackedText, prepare
-
-        train = prepare(cfg.text_file, cfg.data_dir or None)["train"]
-        return grain.MapDataset.source(
-            PackedText(train, seq_len=cfg.seq_len, seed=cfg.seed)
-        ).repeat()
+        return grain.MapDataset.source(train_rows(cfg))
     pad_to = max(slice_config(cfg, a, b).seq_len for a, b in cfg.train_slices)
     parts = [
         grain.MapDataset.source(
@@ -118,15 +104,11 @@ def batch_rows(
 
 
 def text_eval_batches(cfg: DataConfig, batch_size: int):
-    """Yields the first ``num_eval_examples`` packed rows of the validation split, batched."""
-    # lazy: memarch.data.text imports tensorflow_datasets (heavy; task 'text' only)
-    from memarch.data.text import PackedText, prepare
-
+    """Yields the scored validation rows of task ``text`` (:func:`memarch.data.text.eval_rows`),
+    batched (the last batch may be smaller)."""
     _check_task(cfg)
-    val = prepare(cfg.text_file, cfg.data_dir or None)["validation"]
-    src = PackedText(val, seq_len=cfg.seq_len, seed=cfg.eval_seed)
-    n = min(cfg.num_eval_examples, len(src))
-    ds = grain.MapDataset.source(src)[:n].batch(batch_size)
+    rows, n = eval_rows(cfg)
+    ds = grain.MapDataset.source(rows)[:n].batch(batch_size)
     for i in range(len(ds)):
         yield {k: np.asarray(v) for k, v in ds[i].items()}
 

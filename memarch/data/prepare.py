@@ -115,9 +115,9 @@ def write_shard(job: ShardJob) -> dict:
     def flush(batch: list[tuple[str, str]]) -> int:
         ids = tok.encode_batch([text for _, text in batch])
         skipped = 0
-        for (split, _), doc in zip(batch, ids, strict=True):
+        for (split, text), doc in zip(batch, ids, strict=True):
             if doc:
-                writers[split].add(doc)
+                writers[split].add(doc, len(text.encode("utf-8")))
             else:
                 skipped += 1
         return skipped

@@ -15,6 +15,9 @@ A prepared directory holds, for shard ``k`` of ``K`` (``NAME = f"{k:05d}-of-{K:0
 * ``index.json``: the whole preparation (format, tokenizer, dtype, options, split rule, source
   fingerprints, the shard manifests, per-split totals), written after every shard is
   complete. No timestamps: same inputs → byte-identical files.
+
+Each split's counts are ``documents``, ``tokens`` and ``text_bytes`` (the UTF-8 bytes of the
+documents' text, which bits per byte divides by).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-FORMAT = "memarch.prepared_shards/1"
+FORMAT = "memarch.prepared_shards/2"  # /2: per-split text_bytes
 INDEX_NAME = "index.json"
 SPLITS = ("train", "validation")
 WRITER_OPTIONS = "group_size:1,uncompressed"
@@ -73,7 +76,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 class SplitWriter:
     """Writes the documents of one split of one shard: ``add(ids)`` per document, then
     ``finish()`` renames the temporary files into place and returns
-    ``{"documents", "tokens", "records", "lengths", "bytes"}``."""
+    ``{"documents", "tokens", "text_bytes", "records", "lengths", "bytes"}``."""
 
     def __init__(self, directory: Path, split: str, name: str, dtype: str):
         self.directory = Path(directory)
@@ -83,12 +86,15 @@ class SplitWriter:
         self._tmp = self.directory / (self.records + TMP_SUFFIX)
         self._writer = ArrayRecordWriter(str(self._tmp), WRITER_OPTIONS)
         self._lengths: list[int] = []
+        self._text_bytes = 0
 
-    def add(self, ids) -> None:
-        """Appends one document (a sequence of ids < 2**bits of ``dtype``)."""
+    def add(self, ids, text_bytes: int) -> None:
+        """Appends one document (a sequence of ids < 2**bits of ``dtype``) whose text is
+        ``text_bytes`` UTF-8 bytes long."""
         arr = np.asarray(ids, dtype=self.dtype)
         self._writer.write(arr.astype(self.dtype.newbyteorder("<"), copy=False).tobytes())
         self._lengths.append(len(arr))
+        self._text_bytes += int(text_bytes)
 
     def finish(self) -> dict:
         self._writer.close()
@@ -101,6 +107,7 @@ class SplitWriter:
         return {
             "documents": len(lengths),
             "tokens": int(lengths.sum()),
+            "text_bytes": self._text_bytes,
             "records": self.records,
             "lengths": self.lengths_name,
             "bytes": (self.directory / self.records).stat().st_size,
@@ -129,7 +136,8 @@ def write_index(
         "sources": sources,
         "shards": shards,
         "splits": {
-            s: {k: sum(m[s][k] for m in shards) for k in ("documents", "tokens")} for s in SPLITS
+            s: {k: sum(m[s][k] for m in shards) for k in ("documents", "tokens", "text_bytes")}
+            for s in SPLITS
         },
         "empty_documents": sum(m.get("empty_documents", 0) for m in shards),
     }

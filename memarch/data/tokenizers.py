@@ -295,7 +295,7 @@ def check_vocab(model_vocab_size: int, tokenizer: TextTokenizer) -> None:
     embedding has rows."""
     if tokenizer.vocab_size > model_vocab_size:
         raise ValueError(
-            f"model vocab_size={model_vocab_size} is smaller than the vocabulary of "
+            f"model.vocab_size={model_vocab_size} is smaller than the vocabulary of "
             f"{tokenizer.describe()} ({tokenizer.vocab_size} ids); use a model vocab_size >= "
             f"{tokenizer.vocab_size}, e.g. padded_vocab_size({tokenizer.vocab_size}) = "
             f"{padded_vocab_size(tokenizer.vocab_size)}"

@@ -1,39 +1,65 @@
-"""Language-model evaluation on held-out text: mean next-token loss and accuracy."""
+"""Language-model evaluation on the held-out split: loss per token, perplexity, bits per byte.
+
+Over the scored validation rows (:func:`memarch.data.text.eval_rows`; labelled targets only,
+no target crossing a document boundary, the embedding's padding ids never predicted)::
+
+    loss           = Σ −log p(target) / tokens          (nats per target token)
+    perplexity     = exp(loss)
+    bits_per_byte  = loss / ln 2 / bytes_per_target
+
+``bytes_per_target`` is the split's UTF-8 text bytes over its target tokens
+(:func:`memarch.data.text.bytes_per_target`), so bits per byte compares models with different
+tokenizers; it is exact when every validation row is scored and the split's average otherwise.
+"""
 
 from __future__ import annotations
 
+import math
+
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from memarch.data.config import DataConfig
-from memarch.data.mqar import IGNORE_INDEX
 from memarch.data.pipeline import text_eval_batches
+from memarch.data.text import bytes_per_target, eval_rows
 from memarch.models.forward import forward
+from memarch.train.step import masked_ce_sums
 
 
 def evaluate_text(model: nnx.Module, cfg: DataConfig, *, batch_size: int = 16) -> dict[str, float]:
-    """``{"loss", "accuracy", "tokens"}`` over the validation rows (labelled tokens only)."""
+    """``{"loss", "perplexity", "bits_per_byte", "accuracy", "tokens"}`` over the validation
+    rows (no ``bits_per_byte`` for a split without text bytes)."""
     graphdef, state = nnx.split(model)
+    num_classes = cfg.vocab_size if model.vocab_size > cfg.vocab_size else None
 
     @jax.jit
     def step(state, batch):
         logits, _, _ = forward(nnx.merge(graphdef, state), batch)
-        targets = batch["targets"]
-        mask = targets != IGNORE_INDEX
-        ce = optax.softmax_cross_entropy_with_integer_labels(
-            logits.astype(jnp.float32), jnp.where(mask, targets, 0)
-        )
-        correct = (jnp.argmax(logits, -1) == targets) & mask
-        return jnp.where(mask, ce, 0.0).sum(), correct.sum(), mask.sum()
+        return masked_ce_sums(logits, batch["targets"], num_classes)
 
     ce = correct = n = 0.0
     for batch in text_eval_batches(cfg, batch_size):
         c, k, m = (float(np.asarray(x)) for x in step(state, batch))
         ce, correct, n = ce + c, correct + k, n + m
-    return {"loss": ce / max(n, 1), "accuracy": correct / max(n, 1), "tokens": n}
+    if n == 0:
+        raise ValueError("the validation rows hold no target token (data.seq_len too short?)")
+    loss = ce / n
+    per_target = bytes_per_target(cfg, eval_rows(cfg)[0])
+    result = {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
+    if per_target is not None:
+        result["bits_per_byte"] = loss / math.log(2) / per_target
+    return {**result, "accuracy": correct / n, "tokens": n}
 
 
-__all__ = ["evaluate_text"]
+def text_report(result: dict) -> str:
+    """One line of :func:`evaluate_text`'s result."""
+    bpb = result.get("bits_per_byte")
+    return (
+        f"loss {result['loss']:.4f} nats/token  perplexity {result['perplexity']:.2f}  "
+        f"bits/byte {'n/a' if bpb is None else f'{bpb:.4f}'}  accuracy {result['accuracy']:.3f}  "
+        f"({int(result['tokens'])} tokens scored)"
+    )
+
+
+__all__ = ["evaluate_text", "text_report"]

@@ -10,8 +10,9 @@
   there is none) and compares the saved resolved config with the requested one,
   key by dotted key (:func:`config_changes`):
 
-  - *structure* (``model.…``, ``data.vocab_size``): the checkpoint is a different model, so
-    the resume is an error listing each key with both values;
+  - *structure* (``model.…``, ``data.vocab_size``, ``data.tokenizer``): the checkpoint is a
+    different model (or its ids mean other tokens), so the resume is an error listing each key
+    with both values;
   - *schedule* (``num_steps``, ``optim.learning_rate``, ``optim.warmup_steps``,
     ``optim.schedule``, ``optim.end_lr_ratio``): the learning rate at a step changes, which
     needs ``allow_schedule_change=True``;
@@ -31,7 +32,7 @@ from memarch.train.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, PARAMS_DIR
 
 METRICS_FILE = "metrics.jsonl"
 
-STRUCTURE_KEYS = ("data.vocab_size",)  # outside model.: keys that change the state's layout
+STRUCTURE_KEYS = ("data.vocab_size", "data.tokenizer")  # the state's layout, or what ids mean
 SCHEDULE_KEYS = (
     "num_steps",
     "optim.learning_rate",

@@ -33,6 +33,14 @@ def build_model(cfg: TrainConfig) -> LM:
     return LM(cfg.model, rngs=nnx.Rngs(cfg.seed))
 
 
+def predicted_vocab(cfg: TrainConfig) -> int | None:
+    """The ids the loss may predict: for task ``text`` with an embedding padded past the
+    tokenizer (``model.vocab_size > data.vocab_size``), ``data.vocab_size``; else None (all)."""
+    if cfg.data.task == "text" and cfg.model.vocab_size > cfg.data.vocab_size:
+        return cfg.data.vocab_size
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSetup:
     """Optimiser, schedule and model graph of ``cfg`` for a run of ``num_steps`` steps.
@@ -68,6 +76,7 @@ class TrainSetup:
             skip_nonfinite=self.cfg.on_nonfinite == "skip",
             state_shardings=state_shardings,
             batch_shardings=batch_shardings,
+            num_classes=predicted_vocab(self.cfg),
         )
 
 
@@ -81,4 +90,4 @@ def make_setup(cfg: TrainConfig, num_steps: int | None = None) -> TrainSetup:
     return TrainSetup(cfg=cfg, num_steps=steps, tx=tx, schedule=schedule, graphdef=graphdef)
 
 
-__all__ = ["TrainSetup", "build_model", "make_setup"]
+__all__ = ["TrainSetup", "build_model", "make_setup", "predicted_vocab"]

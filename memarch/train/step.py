@@ -26,19 +26,26 @@ from memarch.models.forward import forward
 
 
 def masked_cross_entropy(
-    logits: jax.Array, targets: jax.Array
+    logits: jax.Array, targets: jax.Array, num_classes: int | None = None
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean CE over positions whose target is not ``IGNORE_INDEX``.
 
     ``logits [B, T, V]`` float, ``targets [B, T]`` int -> (loss, {"accuracy", "tokens"}).
     """
-    ce_sum, correct, n = masked_ce_sums(logits, targets)
+    ce_sum, correct, n = masked_ce_sums(logits, targets, num_classes)
     d = jnp.maximum(n, 1)
     return ce_sum / d, {"accuracy": correct / d, "tokens": n}
 
 
-def masked_ce_sums(logits: jax.Array, targets: jax.Array):
-    """``(Σ CE, Σ correct, labelled count)`` over positions whose target is not ignored."""
+def masked_ce_sums(logits: jax.Array, targets: jax.Array, num_classes: int | None = None):
+    """``(Σ CE, Σ correct, labelled count)`` over positions whose target is not ignored.
+
+    ``num_classes = n < V``: only ids ``< n`` can be predicted (the softmax and the argmax
+    leave out the embedding's padding rows ``n … V − 1``, e.g. a tokenizer's 50,257 ids in a
+    50,304-row embedding)."""
+    if num_classes is not None and num_classes < logits.shape[-1]:
+        valid = jnp.arange(logits.shape[-1]) < num_classes
+        logits = jnp.where(valid, logits, -jnp.inf)
     mask = targets != IGNORE_INDEX
     safe = jnp.where(mask, targets, 0)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
@@ -87,6 +94,7 @@ def make_train_step(
     skip_nonfinite: bool = False,
     state_shardings: Any = None,
     batch_shardings: Any = None,
+    num_classes: int | None = None,
 ) -> Callable:
     """Returns the jitted ``step(state, batch) -> (state, metrics)`` (state donated).
 
@@ -96,6 +104,7 @@ def make_train_step(
     ``lax.scan``; the loss is normalised by the labelled tokens of the whole batch, so the
     result equals the single-batch step up to float rounding. ``compute_dtype="bfloat16"``
     casts a copy of the float32 master weights for the forward and backward pass.
+    ``num_classes``: the loss predicts only ids below it (see :func:`masked_ce_sums`).
     Every step checks its loss, its gradient norm and every floating array of the updated
     parameters and optimiser state for NaN/inf (one fused reduction per array):
     ``metrics["finite"]`` is true when the returned state passed. With ``skip_nonfinite``
@@ -112,7 +121,7 @@ def make_train_step(
             params = _cast_floats(params, dtype)
         model = nnx.merge(graphdef, params)
         logits, aux, stats = forward(model, batch)
-        ce_sum, correct, n = masked_ce_sums(logits, batch["targets"])
+        ce_sum, correct, n = masked_ce_sums(logits, batch["targets"], num_classes)
         ce = ce_sum / denom
         aux = aux.astype(jnp.float32) / k
         stats = {name: v.astype(jnp.float32) / k for name, v in stats.items()}

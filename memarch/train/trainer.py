@@ -173,7 +173,13 @@ def train(
     schedule, graphdef = setup.schedule, setup.graphdef
     abstract = setup.abstract_state()
     shardings = tree_shardings(cfg.mesh, mesh, abstract)
-    loader = BatchLoader(examples, cfg.batch_size, batch_sharding(cfg.mesh, mesh))
+    loader = BatchLoader(
+        examples,
+        cfg.batch_size,
+        batch_sharding(cfg.mesh, mesh),
+        worker_count=cfg.data.worker_count,
+        num_steps=cfg.num_steps,
+    )
 
     run_dir = plan.run_dir
     is_main = jax.process_index() == 0

@@ -2,8 +2,9 @@
 
 :func:`validate` covers the training fields, the model (layer pattern and ``num_layers``
 agreeing, mixer options — typed and checked when :class:`LMConfig` is made — and the sizes)
-and the data (task, text file, and every training *and* evaluation slice, so that a bad
-``data.eval_slices`` is reported before the first step, not after the last). Each failure is
+and the data (task; for text the tokenizer, vocabulary and prepared corpus; every training
+*and* evaluation slice, so that a bad ``data.eval_slices`` is reported before the first step,
+not after the last). Each failure is
 a :class:`~memarch.errors.ConfigError` (a ``ValueError``) naming the field and what is accepted.
 :func:`validate_model` also builds the model abstractly, so that each mixer's own checks of
 its options against the model's sizes run too (the ablation grid does it for every cell before
@@ -12,13 +13,12 @@ training any; the trainer builds the model abstractly as its first step after ``
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flax import nnx
 
 from memarch.data.config import DataConfig
 from memarch.data.pipeline import data_task_names
 from memarch.data.tasks import get_task, slice_config
+from memarch.data.text import check_text_data
 from memarch.errors import ConfigError
 from memarch.train.config import COMPUTE_DTYPES, ON_NONFINITE, TrainConfig
 from memarch.train.mesh import check_rules, data_parallel_size, mesh_shape
@@ -31,22 +31,20 @@ def _positive(name: str, value, minimum: int = 1) -> None:
 
 
 def validate_data(data: DataConfig) -> None:
-    """The data section without building any data: the task name, the sizes, the text file
-    (task ``text``) or every ``(a, b)`` of ``data.train_slices`` and ``data.eval_slices``
-    (each checked by its task, :func:`memarch.data.tasks.slice_config`)."""
+    """The data section without building any data: the task name and the sizes; for task
+    ``text`` only its sizes (:func:`validate` checks its tokenizer and corpus), for a recall
+    task every ``(a, b)`` of ``data.train_slices`` and ``data.eval_slices`` (each checked by its
+    task, :func:`memarch.data.tasks.slice_config`)."""
     accepted = data_task_names()
     if data.task not in accepted:
         raise ConfigError(f"data.task must be one of {list(accepted)}; got {data.task!r}")
     _positive("data.vocab_size", data.vocab_size, 2)
     _positive("data.num_train_examples", data.num_train_examples)
     _positive("data.num_eval_examples", data.num_eval_examples)
+    _positive("data.worker_count", data.worker_count, 0)
     if data.task == "text":
         _positive("data.seq_len", data.seq_len)
-        if not data.text_file or not Path(data.text_file).is_file():
-            raise ConfigError(
-                f"data.text_file must name an existing UTF-8 text file for task 'text'; "
-                f"got {data.text_file!r}"
-            )
+        _positive("data.text_val_every", data.text_val_every, 0)
         return
     names = ", ".join(get_task(data.task).slice_names)
     for field in ("train_slices", "eval_slices"):
@@ -120,6 +118,11 @@ def validate(cfg: TrainConfig, num_devices: int, *, data: bool = True) -> dict[s
         )
     if data:
         validate_data(cfg.data)
+        if cfg.data.task == "text":
+            try:  # tokenizer, vocabulary sizes, the prepared corpus (prepared here if need be)
+                check_text_data(cfg.data, cfg.model.vocab_size)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
     return sizes
 
 

@@ -86,7 +86,14 @@ def test_prepare_is_deterministic_and_ids_equal_the_library(tmp_path, write_corp
         data = PreparedSplit(tmp_path / "a", split, tokenizer=load_tokenizer(bpe_dir))
         got = [data.read(d).tolist() for d in range(len(data))]
         assert got == want
-        assert index["splits"][split] == {"documents": len(want), "tokens": sum(map(len, want))}
+        text_bytes = sum(
+            len(t.encode()) for key, i, t in docs if is_validation(key, i, 4) == held_out and t
+        )
+        assert index["splits"][split] == {
+            "documents": len(want),
+            "tokens": sum(map(len, want)),
+            "text_bytes": text_bytes,
+        }
         assert data.lengths.tolist() == [len(w) for w in want]
     assert 0 < index["splits"]["validation"]["documents"] < index["splits"]["train"]["documents"]
 

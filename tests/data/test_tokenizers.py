@@ -129,5 +129,5 @@ def test_padded_vocab_size_and_check_vocab(bpe_dir):
     tok = load_tokenizer(bpe_dir)
     check_vocab(400, tok)
     check_vocab(padded_vocab_size(400), tok)
-    with pytest.raises(ValueError, match=r"model vocab_size=399 .*\(400 ids\)"):
+    with pytest.raises(ValueError, match=r"model\.vocab_size=399 .*\(400 ids\)"):
         check_vocab(399, tok)

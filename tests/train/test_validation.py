@@ -62,13 +62,23 @@ def test_train_and_eval_slices_are_checked_together(item, match):
 
 
 def test_text_task_needs_an_existing_file(tmp_path):
-    data = dataclasses.replace(
-        TINY.data, task="text", vocab_size=256, text_file=str(tmp_path / "none.txt")
+    cfg = apply_overrides(
+        TINY,
+        [
+            "data.task='text'",
+            "data.vocab_size=258",
+            "model.vocab_size=384",
+            "data.seq_len=16",
+            f"data.text_file='{tmp_path / 'none.txt'}'",
+            f"data.data_dir='{tmp_path / 'cache'}'",
+            "data.text_val_every=4",
+        ],
     )
-    with pytest.raises(ConfigError, match=r"data\.text_file must name an existing.*none\.txt"):
-        validate_data(data)
-    (tmp_path / "none.txt").write_text("some text\n")
-    validate_data(data)
+    validate_data(cfg.data)  # sizes only: the file is checked with the whole config
+    with pytest.raises(ConfigError, match=r"corpus pattern .*none\.txt.* matches no file"):
+        validate(cfg, 1)
+    (tmp_path / "none.txt").write_text("\n\n".join(f"paragraph {i}: some text" for i in range(40)))
+    validate(cfg, 1)
 
 
 @pytest.mark.parametrize(

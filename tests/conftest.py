@@ -1,5 +1,6 @@
-"""Fixtures of the language-model data tests: a generated corpus, and a BPE tokenizer and a
-SentencePiece model trained on it inside the test session (CPU, no network, in tmp paths)."""
+"""Fixtures of the language-model tests (data and training): a generated corpus, and a BPE
+tokenizer and a SentencePiece model trained on it inside the test session (CPU, no network, in
+tmp paths)."""
 
 from __future__ import annotations
 
