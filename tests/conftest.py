@@ -1,11 +1,24 @@
-"""Fixtures of the language-model tests (data and training): a generated corpus, and a BPE
+"""Session settings and shared fixtures of the test suite.
+
+XLA compiles the suite's programs without its backend optimisations
+(``JAX_DISABLE_MOST_OPTIMIZATIONS``, set before JAX starts and inherited by the processes the
+tests spawn): the programs are tiny, so compilation is most of their time, and the
+optimisations do not change what is computed — only how fast. ``MEMARCH_TEST_XLA_OPTIMIZE=1``
+keeps them on (the optimised path users run; the benchmarks under experiments/ always use it).
+
+Fixtures of the language-model tests (data and training): a generated corpus, and a BPE
 tokenizer and a SentencePiece model trained on it inside the test session (CPU, no network, in
-tmp paths)."""
+tmp paths).
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+
+if os.environ.get("MEMARCH_TEST_XLA_OPTIMIZE") != "1":
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import numpy as np
 import pytest

@@ -7,7 +7,8 @@ Each check raises ``AssertionError`` with the measured error when the invariant 
   outputs equal one full forward pass.
 - :func:`check_packed_matches_separate` — sequences packed in one row with ``segment_ids``
   give the same outputs as each sequence run on its own.
-- :func:`check_causal` — changing future tokens changes no earlier output.
+- :func:`check_causal` — changing future tokens changes no earlier output (and a call
+  without a cache returns none).
 - :func:`check_gradients_finite` — gradients of every parameter exist and are finite.
 
 Gate checks (a new gate is registered by name, then checked end to end in tiny mixers):
@@ -24,6 +25,8 @@ Gate checks (a new gate is registered by name, then checked end to end in tiny m
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,52 +55,70 @@ def compiled(mixer):
     return f
 
 
-def check_decode_matches_full(mixer, x: jax.Array, prefix: int, *, tol: float = 1e-5) -> float:
-    """Full forward on ``x [B, T, D]`` vs prefill(x[:, :prefix]) + decode of each later token.
+def check_decode_matches_full(
+    mixer, x: jax.Array, prefix: int | Sequence[int], *, tol: float = 1e-5
+) -> float:
+    """Full forward on ``x [B, T, D]`` vs prefill(x[:, :p]) + decode of each later token, for
+    each prefix length ``p`` in ``prefix`` (an int or several: one compilation of the full
+    pass and of the decode step serves them all).
 
-    Returns the relative RMS error (fp32 expected ≤ 1e-5).
+    Returns the worst relative RMS error (fp32 expected ≤ 1e-5).
     """
     b, t, _ = x.shape
-    cache = mixer.init_cache(b, t, x.dtype)
-    mixer = compiled(mixer)
-    full, _ = mixer(x)
-    outs = []
-    if prefix:
-        y, cache = mixer(x[:, :prefix], cache=cache)
-        outs.append(y)
-    for i in range(prefix, t):
-        y, cache = mixer(x[:, i : i + 1], cache=cache)
-        outs.append(y)
-    stepped = jnp.concatenate(outs, axis=1)
-    assert_close("prefill+decode vs full", stepped, full, tol)
-    return rel_rms(stepped, full)
+    step = compiled(mixer)
+    full, _ = step(x)
+    worst = 0.0
+    for p in [prefix] if isinstance(prefix, int) else prefix:
+        cache = mixer.init_cache(b, t, x.dtype)
+        outs = []
+        if p:
+            y, cache = step(x[:, :p], cache=cache)
+            outs.append(y)
+        for i in range(p, t):
+            y, cache = step(x[:, i : i + 1], cache=cache)
+            outs.append(y)
+        stepped = jnp.concatenate(outs, axis=1)
+        assert_close(f"prefill {p} + decode vs full", stepped, full, tol)
+        worst = max(worst, rel_rms(stepped, full))
+    return worst
 
 
 def check_packed_matches_separate(
     mixer, x: jax.Array, lengths: list[int], *, tol: float = 1e-5
 ) -> float:
     """Packs ``x [1, T, D]`` into segments of ``lengths`` (summing to T) and compares each
-    segment's outputs with running that segment alone. Returns the worst relative RMS error."""
+    segment's outputs with running that segment alone. The lone segments run as one batch,
+    each right-padded to the longest (a causal mixer's outputs do not see the padding; the
+    mixers' causality is :func:`check_causal`'s). Returns the worst relative RMS error."""
     if sum(lengths) != x.shape[1] or x.shape[0] != 1:
         raise ValueError(f"lengths must sum to T={x.shape[1]} and B must be 1; got {lengths}")
     seg = jnp.asarray(np.repeat(np.arange(len(lengths)) * 3 + 1, lengths)[None], jnp.int32)
     mixer = compiled(mixer)
     packed, _ = mixer(x, segment_ids=seg)
-    worst, start = 0.0, 0
-    for n in lengths:
-        alone, _ = mixer(x[:, start : start + n])
-        assert_close(
-            f"packed segment [{start}, {start + n})", packed[:, start : start + n], alone, tol
-        )
-        worst = max(worst, rel_rms(packed[:, start : start + n], alone))
-        start += n
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    longest = max(lengths)
+    alone = jnp.concatenate(
+        [
+            jnp.pad(x[:, a : a + n], ((0, 0), (0, longest - n), (0, 0)))
+            for a, n in zip(starts, lengths, strict=True)
+        ]
+    )
+    alone, _ = mixer(alone)  # [len(lengths), longest, D]
+    worst = 0.0
+    for row, (a, n) in enumerate(zip(starts, lengths, strict=True)):
+        got, want = packed[:, a : a + n], alone[row : row + 1, :n]
+        assert_close(f"packed segment [{a}, {a + n})", got, want, tol)
+        worst = max(worst, rel_rms(got, want))
     return worst
 
 
-def check_causal(mixer, x: jax.Array, t0: int) -> None:
-    """Perturbs ``x[:, t0:]``; outputs before ``t0`` must not change at all (≤ 1e-6 abs)."""
+def check_causal(mixer, x: jax.Array, t0: int) -> jax.Array:
+    """Perturbs ``x[:, t0:]``; outputs before ``t0`` must not change at all (≤ 1e-6 abs).
+    A call without a cache returns ``None`` as its cache. Returns the outputs on ``x``."""
     mixer = compiled(mixer)
-    y1, _ = mixer(x)
+    y1, cache = mixer(x)
+    if cache is not None:
+        raise AssertionError("a call without a cache must return None as its cache")
     x2 = x.at[:, t0:].add(jax.random.normal(jax.random.key(7), x[:, t0:].shape))
     y2, _ = mixer(x2)
     diff = float(jnp.max(jnp.abs(y1[:, :t0] - y2[:, :t0]))) if t0 else 0.0
@@ -105,6 +126,7 @@ def check_causal(mixer, x: jax.Array, t0: int) -> None:
         raise AssertionError(f"causality: outputs before t={t0} changed by {diff:.2e}")
     if float(jnp.max(jnp.abs(y1[:, t0:] - y2[:, t0:]))) == 0.0:
         raise AssertionError("causality check is vacuous: later outputs did not change either")
+    return y1
 
 
 def check_gradients_finite(mixer, x: jax.Array) -> None:

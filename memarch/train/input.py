@@ -76,7 +76,7 @@ class BatchLoader:
 
     def host_rows(self, step: int) -> dict[str, np.ndarray]:
         """This process's rows of batch ``step`` as numpy arrays ``[len(rows), T]``."""
-        return batch_rows(self.examples, step, self.batch_size, self.rows)
+        return HostRows(self.examples, self.batch_size, self.rows)(step)
 
     def _from_workers(self, step: int) -> dict[str, np.ndarray]:
         if self._stream is None or self._stream[0] != step:  # first call, or a jump
