@@ -1,7 +1,6 @@
 """Config validation before compilation: every bad input of issue 19 is a ``ConfigError``
 naming the field (and what is accepted) before a model is built or a step is run."""
 
-
 import pytest
 
 from memarch.errors import ConfigError
