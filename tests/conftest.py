@@ -5,6 +5,7 @@ XLA compiles the suite's programs without its backend optimisations
 tests spawn): the programs are tiny, so compilation is most of their time, and the
 optimisations do not change what is computed — only how fast. ``MEMARCH_TEST_XLA_OPTIMIZE=1``
 keeps them on (the optimised path users run; the benchmarks under experiments/ always use it).
+Compiled programs go to one persistent compilation cache per test run (a temporary directory).
 
 Fixtures of the language-model tests (data and training): a generated corpus, and a BPE
 tokenizer and a SentencePiece model trained on it inside the test session (CPU, no network, in
@@ -16,14 +17,31 @@ from __future__ import annotations
 import io
 import json
 import os
-
-if os.environ.get("MEMARCH_TEST_XLA_OPTIMIZE") != "1":
-    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 import sentencepiece as spm
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+# (set before any test module imports JAX; numpy, tokenizers and sentencepiece above do not)
+if os.environ.get("MEMARCH_TEST_XLA_OPTIMIZE") != "1":
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# One persistent compilation cache per test run, made by the first pytest process (the xdist
+# controller) and inherited by its workers and the processes the tests spawn: the many runs of
+# the same tiny configs compile once. Removed at the end of the run unless the user set one.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="memarch-tests-jax-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE and not os.environ.get("PYTEST_XDIST_WORKER"):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
 
 WORDS = (
     "the memory of a model is a state that sums keys and values over time while the gate "

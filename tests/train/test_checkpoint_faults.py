@@ -3,7 +3,7 @@ resumed run ends bit-identical to an uninterrupted one), nothing restores wrong 
 nothing starts from step 0 silently, and refused resumes leave the run directory untouched.
 
 Every run here is the same 8-step config (checkpoints 2, 4, 6, 8), so one compilation is
-reused through JAX's persistent compilation cache."""
+reused through the test run's persistent compilation cache (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -29,23 +29,6 @@ from memarch.train.trainer import train
 
 CKPT = ["checkpoint.every=2", "checkpoint.keep=5"]
 BASE = apply_overrides(TINY, ["num_steps=8", *CKPT])
-CACHE_OPTIONS = {
-    "jax_compilation_cache_dir": None,  # set to a temporary directory by the fixture
-    "jax_persistent_cache_min_compile_time_secs": 0,
-    "jax_persistent_cache_min_entry_size_bytes": 0,
-}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """A persistent compilation cache for this module (restored afterwards)."""
-    cache = tmp_path_factory.mktemp("jax_cache")
-    previous = {k: getattr(jax.config, k) for k in CACHE_OPTIONS}
-    for key, value in CACHE_OPTIONS.items():
-        jax.config.update(key, str(cache) if value is None else value)
-    yield cache
-    for key, value in previous.items():
-        jax.config.update(key, value)
 
 
 def _params(res) -> dict[str, np.ndarray]:

@@ -82,6 +82,23 @@ def kill_during_run(work: Path, overrides: list[str], kill_at: int, timeout: flo
     assert proc.returncode == -signal.SIGKILL, f"the run ended before step {kill_at}"
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a multi-process job's coordinator)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def max_rel_err(a, b) -> float:
+    """``max |a − b| / |b|`` elementwise."""
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
 def params_to_numpy(params) -> dict[str, object]:
     """``{"blocks/0/mixer/q_proj/kernel": np.ndarray, …}`` (host copies)."""
     import jax
