@@ -86,7 +86,7 @@ def synthetic_corpus(directory: Path, num_tokens: int, seed: int = 0) -> dict:
         writers = {s: SplitWriter(directory, s, name, dtype) for s in SPLITS}
         ends = np.cumsum(lengths)
         for a, b in zip(np.concatenate([[0], ends[:-1]]), ends, strict=True):
-            writers["train"].add(ids[a:b])
+            writers["train"].add(ids[a:b], text_bytes=0)  # synthetic: no text
         manifest = {"name": name, "inputs_sha256": "synthetic", "empty_documents": 0}
         manifest |= {s: w.finish() for s, w in writers.items()}
         write_atomic(directory / manifest_file(name), dump_json(manifest))
