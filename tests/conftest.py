@@ -38,6 +38,18 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
+@pytest.fixture
+def xla_optimized():
+    """XLA's optimisations on for one test, for tests whose time is spent running many steps
+    rather than compiling (e.g. a model trained until it learns)."""
+    import jax
+
+    previous = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _OWN_CACHE and not os.environ.get("PYTEST_XDIST_WORKER"):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

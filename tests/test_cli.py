@@ -28,6 +28,8 @@ def test_one_step_of_every_config(path, tmp_path, capsys):
             "\n\n".join(f"line {i}: " + "to be or not " * (i % 9) for i in range(400))
         )
         extra = [f"data.text_file='{corpus}'"]
+    if cfg.data.task != "text":  # evaluate one slice (validate() checks every slice first)
+        extra.append(f"data.eval_slices=({tuple(cfg.data.eval_slices[0])!r},)")
     run = tmp_path / "run"
     args = ["train", "--config", str(path), "--tiny", "--workdir", str(run), "--no-progress"]
     assert main([*args, *SMOKE, *extra, f"data.data_dir='{tmp_path / 'tfds'}'"]) == 0

@@ -37,7 +37,7 @@ SMALL = TrainConfig(
 )
 
 
-def test_two_layer_attention_learns_mqar(tmp_path):
+def test_two_layer_attention_learns_mqar(tmp_path, xla_optimized):
     res = train(SMALL, workdir=tmp_path, evaluate=periodic_evaluation(SMALL))
     acc = res.evals[-1]["accuracy"][(32, 4)]
     assert acc >= 0.95, f"accuracy {acc:.3f} after {SMALL.num_steps} steps"
