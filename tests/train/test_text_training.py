@@ -47,6 +47,19 @@ def corpus(tmp_path_factory, make_documents, bpe_dir):
     return root / "prepared"
 
 
+def train_lm_340m_tiny(workdir, *overrides: str) -> list[str]:
+    """``memarch train`` arguments of ``configs/lm_340m_hybrid.py --tiny`` into ``workdir``."""
+    return [
+        "train",
+        "--config",
+        LM_340M,
+        "--tiny",
+        "--no-progress",
+        f"--workdir={workdir}",
+        *overrides,
+    ]
+
+
 def text_overrides(corpus, bpe_dir) -> list[str]:
     return [
         "data.task='text'",
@@ -174,27 +187,14 @@ def test_bad_text_input_is_one_clear_error_before_compiling(text_cfg, bpe_dir, s
         "has no tokens",
     )
     # the command line prints it in a line or two, exit status 2, nothing compiled
-    args = [
-        "train",
-        "--config",
-        LM_340M,
-        "--tiny",
-        "--no-progress",
-        f"--workdir={tmp_path / 'w'}",
-        f"data.tokenizer='{tmp_path / 'missing.json'}'",
-    ]
+    args = train_lm_340m_tiny(tmp_path / "w", f"data.tokenizer='{tmp_path / 'missing.json'}'")
     assert main(args) == 2
     assert not (tmp_path / "w" / "checkpoints").exists()
 
 
 def test_lm_340m_tiny_trains_on_a_prepared_subword_corpus(corpus, bpe_dir, tmp_path, capsys):
-    args = [
-        "train",
-        "--config",
-        LM_340M,
-        "--tiny",
-        "--no-progress",
-        f"--workdir={tmp_path / 'w'}",
+    args = train_lm_340m_tiny(
+        tmp_path / "w",
         "num_steps=3",
         "log_every=1",
         "eval_every=3",
@@ -204,7 +204,7 @@ def test_lm_340m_tiny_trains_on_a_prepared_subword_corpus(corpus, bpe_dir, tmp_p
         f"data.vocab_size={VOCAB}",
         "model.vocab_size=512",
         "data.num_eval_examples=4",
-    ]
+    )
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "step      3  loss" in out and "perplexity" in out and "bits/byte" in out
