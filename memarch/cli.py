@@ -7,6 +7,7 @@ memarch train --config configs/lm_340m_hybrid.py mesh.data=2 mesh.fsdp=2 mesh.te
 memarch eval  --config configs/mqar_attention.py --workdir runs/attn
 memarch eval  --checkpoint runs/attn --task needle data.eval_slices='((256,1),)'
 memarch eval  --checkpoint runs/attn --step 200
+memarch eval  --checkpoint runs/lm --lm-eval-tasks hellaswag,lambada_openai --limit 200
 memarch ablate --config configs/mqar_hybrid.py --grid model.pattern=LA,AA --grid seed=0,1 \
     --out runs/ablate_hybrid [--workers 2] [key.sub=value ...]
 memarch data prepare 'corpus/*.jsonl' --text-field text --tokenizer tok/ --out data/corpus
@@ -89,6 +90,8 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     """The model (and its weights' layout) always comes from the run's own ``config.json``;
     ``--config`` supplies only the rest (task, slices, evaluation sizes)."""
+    if args.lm_eval_tasks:
+        return _lm_eval(args)
     if args.checkpoint:
         if args.config or args.workdir:
             raise ValueError("give either --checkpoint DIR or --config FILE --workdir DIR")
@@ -114,6 +117,44 @@ def _cmd_eval(args) -> int:
     rows.update(baselines(task, data, slices))
     print(f"task {task} ({data.num_eval_examples} test examples per slice, seed {data.eval_seed})")
     print(recall_table(rows, get_task(task).slice_names))
+    return 0
+
+
+def _lm_eval(args) -> int:
+    """``memarch eval --checkpoint RUN --lm-eval-tasks a,b``: lm-evaluation-harness tasks."""
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "--lm-eval-tasks needs lm-evaluation-harness: pip install 'memarch[lm-eval]'"
+        ) from None
+    from memarch.eval.lm_harness import results_table, run_lm_eval, task_manager, write_results
+    from memarch.eval.lm_session import LMSession
+
+    run_dir = args.checkpoint or args.workdir
+    if not run_dir or args.task or args.overrides:
+        raise ValueError(
+            "--lm-eval-tasks takes --checkpoint RUN_DIR (no --task and no overrides: the model, "
+            "tokenizer and length come from the run)"
+        )
+    tasks = [t.strip() for t in args.lm_eval_tasks.split(",") if t.strip()]
+    if not tasks:
+        raise ValueError("--lm-eval-tasks: give at least one task name (comma-separated)")
+    manager = task_manager(tasks, args.lm_eval_include)  # unknown names: before any loading
+    session = LMSession.from_run_dir(
+        run_dir, step=args.step, max_length=args.max_length, batch_size=args.batch_size
+    )
+    print(f"scoring {session.source}")
+    results = run_lm_eval(
+        session,
+        tasks,
+        include_path=args.lm_eval_include,
+        num_fewshot=args.num_fewshot,
+        limit=args.limit,
+        manager=manager,
+    )
+    print(results_table(results))
+    print(f"wrote {write_results(results, run_dir)} ({results['memarch']['wall_s']:.1f} s)")
     return 0
 
 
@@ -204,6 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tiny", action="store_true", help="with --config: its tiny CPU variant")
     e.add_argument(
         "--step", type=int, help="score checkpoint N (default: the newest that verifies)"
+    )
+    e.add_argument(
+        "--lm-eval-tasks",
+        metavar="T1,T2",
+        help="score the run on lm-evaluation-harness tasks (comma-separated names)",
+    )
+    e.add_argument("--lm-eval-include", metavar="DIR", help="a folder of extra harness task YAMLs")
+    e.add_argument("--num-fewshot", type=int, help="with --lm-eval-tasks: few-shot examples")
+    e.add_argument(
+        "--limit", type=float, help="with --lm-eval-tasks: documents per task (or a fraction)"
+    )
+    e.add_argument("--batch-size", type=int, default=8, help="with --lm-eval-tasks: rows per batch")
+    e.add_argument(
+        "--max-length", type=int, help="longest row in tokens (default: the run's training length)"
     )
     e.add_argument(
         "overrides",
