@@ -4,13 +4,14 @@ Command lines (``docs/evaluation.md``)::
 
     memarch eval --checkpoint RUN_DIR --lm-eval-tasks hellaswag,lambada_openai [--limit 100]
     python -m memarch.eval.lm_harness --model memarch \\
-        --model_args checkpoint=RUN_DIR,batch_size=8 --tasks hellaswag
+        --model_args checkpoint=RUN_DIR --batch_size 8 --tasks hellaswag
 
 The harness has no plugin discovery for models, so ``lm_eval`` itself learns the name
 ``memarch`` by importing this module; ``python -m memarch.eval.lm_harness`` is the harness's own
 command line with that import done. Model arguments: ``checkpoint`` (the run directory),
-``step`` (a checkpoint; default the newest that verifies), ``batch_size``, ``max_length``
-(default the run's training length), ``bucket`` (padding multiple) and ``padding_side``.
+``step`` (a checkpoint; default the newest that verifies), ``max_length`` (default the run's
+training length), ``bucket`` (padding multiple) and ``padding_side``; the batch size is the
+harness's own ``--batch_size`` (``auto`` means memarch's default, 8).
 
 The three request types map onto :class:`memarch.eval.lm_session.LMSession`:
 ``loglikelihood`` and ``loglikelihood_rolling`` one to one, ``generate_until`` with the task's
