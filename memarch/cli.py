@@ -8,6 +8,7 @@ memarch eval  --config configs/mqar_attention.py --workdir runs/attn
 memarch eval  --checkpoint runs/attn --task needle data.eval_slices='((256,1),)'
 memarch eval  --checkpoint runs/attn --step 200
 memarch eval  --checkpoint runs/lm --lm-eval-tasks hellaswag,lambada_openai --limit 200
+memarch eval  --checkpoint runs/lm --extraction data/based-swde --extraction-task swde
 memarch ablate --config configs/mqar_hybrid.py --grid model.pattern=LA,AA --grid seed=0,1 \
     --out runs/ablate_hybrid [--workers 2] [key.sub=value ...]
 memarch data prepare 'corpus/*.jsonl' --text-field text --tokenizer tok/ --out data/corpus
@@ -26,10 +27,13 @@ import os
 import sys
 
 from memarch.ablate import load_grid_file, parse_grid_args, run_grid, write_report
+from memarch.data.extraction import read_extraction
 from memarch.data.prepare import main as prepare_main
 from memarch.data.tasks import get_task
 from memarch.demo import run_demo
 from memarch.errors import user_error_lines
+from memarch.eval.extraction import compare_passes, passes_table
+from memarch.eval.lm_session import LMSession
 from memarch.eval.periodic import evaluate_config, periodic_evaluation
 from memarch.eval.recall import baselines, evaluate_task, recall_table, task_data
 from memarch.eval.text import text_report
@@ -92,6 +96,8 @@ def _cmd_eval(args) -> int:
     ``--config`` supplies only the rest (task, slices, evaluation sizes)."""
     if args.lm_eval_tasks:
         return _lm_eval(args)
+    if args.extraction:
+        return _extraction_eval(args)
     if args.checkpoint:
         if args.config or args.workdir:
             raise ValueError("give either --checkpoint DIR or --config FILE --workdir DIR")
@@ -128,15 +134,10 @@ def _lm_eval(args) -> int:
         raise ValueError(
             "--lm-eval-tasks needs lm-evaluation-harness: pip install 'memarch[lm-eval]'"
         ) from None
+    # lazy: lm-evaluation-harness is an optional extra (memarch[lm-eval]) and slow to import
     from memarch.eval.lm_harness import results_table, run_lm_eval, task_manager, write_results
-    from memarch.eval.lm_session import LMSession
 
-    run_dir = args.checkpoint or args.workdir
-    if not run_dir or args.task or args.overrides:
-        raise ValueError(
-            "--lm-eval-tasks takes --checkpoint RUN_DIR (no --task and no overrides: the model, "
-            "tokenizer and length come from the run)"
-        )
+    run_dir = _session_run_dir(args, "--lm-eval-tasks")
     tasks = [t.strip() for t in args.lm_eval_tasks.split(",") if t.strip()]
     if not tasks:
         raise ValueError("--lm-eval-tasks: give at least one task name (comma-separated)")
@@ -155,6 +156,48 @@ def _lm_eval(args) -> int:
     )
     print(results_table(results))
     print(f"wrote {write_results(results, run_dir)} ({results['memarch']['wall_s']:.1f} s)")
+    return 0
+
+
+def _session_run_dir(args, option: str) -> str:
+    """The run directory of an evaluation that takes its model, tokenizer and length from the
+    run (``--checkpoint``; no task or overrides)."""
+    run_dir = args.checkpoint or args.workdir
+    if not run_dir or args.task or args.overrides:
+        raise ValueError(
+            f"{option} takes --checkpoint RUN_DIR (no --task and no overrides: the model, "
+            "tokenizer and length come from the run)"
+        )
+    return run_dir
+
+
+def _extraction_eval(args) -> int:
+    """``memarch eval --checkpoint RUN --extraction PATH --extraction-task T``: JRT-format
+    extraction scored by contains-match, once per ``--num-passes`` value."""
+    run_dir = _session_run_dir(args, "--extraction")
+    try:
+        passes = [int(p) for p in args.num_passes.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--num-passes takes comma-separated ints; got {args.num_passes!r}"
+        ) from None
+    limit = None if args.limit is None else int(args.limit)
+    records = read_extraction(args.extraction, args.extraction_task, limit=limit)
+    session = LMSession.from_run_dir(
+        run_dir, step=args.step, max_length=args.max_length, batch_size=args.batch_size
+    )
+    print(f"scoring {session.source} on {len(records)} {args.extraction_task} records")
+    results = compare_passes(
+        session.generate_until,
+        records,
+        task=args.extraction_task,
+        tokenizer=session.tokenizer,
+        passes=passes,
+        context_tokens=args.context_tokens,
+        max_length=session.max_length,
+    )
+    print(passes_table({args.extraction_task: results}))
+    print("wall time: " + ", ".join(f"passes={p} {r['wall_s']:.1f} s" for p, r in results.items()))
     return 0
 
 
@@ -252,11 +295,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the run on lm-evaluation-harness tasks (comma-separated names)",
     )
     e.add_argument("--lm-eval-include", metavar="DIR", help="a folder of extra harness task YAMLs")
+    e.add_argument(
+        "--extraction",
+        metavar="PATH",
+        help="score JRT-format extraction records (.jsonl/.json/.parquet or their folder)",
+    )
+    e.add_argument(
+        "--extraction-task",
+        default="swde",
+        help="with --extraction: swde | fda | squad | triviaqa | nq | drop (field conventions)",
+    )
+    e.add_argument(
+        "--num-passes", default="1,2", help="with --extraction: context repeats to compare (JRT)"
+    )
+    e.add_argument(
+        "--context-tokens", type=int, help="with --extraction: cut each pass to N tokens (JRT)"
+    )
     e.add_argument("--num-fewshot", type=int, help="with --lm-eval-tasks: few-shot examples")
     e.add_argument(
-        "--limit", type=float, help="with --lm-eval-tasks: documents per task (or a fraction)"
+        "--limit", type=float, help="documents per task (lm-eval: or a fraction; extraction)"
     )
-    e.add_argument("--batch-size", type=int, default=8, help="with --lm-eval-tasks: rows per batch")
+    e.add_argument("--batch-size", type=int, default=8, help="rows per scoring batch")
     e.add_argument(
         "--max-length", type=int, help="longest row in tokens (default: the run's training length)"
     )

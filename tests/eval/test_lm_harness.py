@@ -165,3 +165,32 @@ def test_bad_input_is_one_clear_error(run_dir, tasks, tmp_path, capsys):
     assert "the run's tokenizer cannot be loaded" in err and "missing" in err
     with pytest.raises(ValueError, match="unknown argument"):
         MemarchHarnessLM(checkpoint=str(run_dir), temperature=1)
+
+
+def test_cli_extraction_compares_one_and_two_passes(run_dir, tmp_path, capsys):
+    """``memarch eval --extraction``: the run's model on JRT-format records, read once and
+    twice; the printed scores are the ones evaluate_extraction gives through LMSession."""
+    from memarch.data.extraction import read_extraction
+    from memarch.eval.extraction import compare_passes
+
+    records = [
+        {"text": "name: ada\ncity: oslo", "key": "city", "value": "oslo"},
+        {"text": "name: bo\ncity: rome", "key": "name", "value": "bo"},
+        {"text": "city: lima\nname: cy", "key": "city", "value": "lima"},
+    ]
+    path = tmp_path / "swde.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    argv = ["eval", f"--checkpoint={run_dir}", f"--extraction={path}", "--max-length=128"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| swde |"))
+    session = LMSession.from_run_dir(run_dir, max_length=128)
+    want = compare_passes(
+        session.generate_until,
+        read_extraction(path, "swde"),
+        task="swde",
+        tokenizer=session.tokenizer,
+    )
+    assert row.startswith(f"| swde | {want[1]['contains']:.3f} | {want[2]['contains']:.3f} | 3 |")
+    assert main([*argv, "--num-passes=1,x"]) == 2
+    assert "--num-passes takes comma-separated ints" in capsys.readouterr().err
