@@ -9,6 +9,7 @@ memarch eval  --checkpoint runs/attn --task needle data.eval_slices='((256,1),)'
 memarch eval  --checkpoint runs/attn --step 200
 memarch eval  --checkpoint runs/lm --lm-eval-tasks hellaswag,lambada_openai --limit 200
 memarch eval  --checkpoint runs/lm --extraction data/based-swde --extraction-task swde
+memarch eval  --checkpoint runs/lm --needle-text 'corpus/*.txt' --lengths 512,1024 --depths 0,50,100
 memarch ablate --config configs/mqar_hybrid.py --grid model.pattern=LA,AA --grid seed=0,1 \
     --out runs/ablate_hybrid [--workers 2] [key.sub=value ...]
 memarch data prepare 'corpus/*.jsonl' --text-field text --tokenizer tok/ --out data/corpus
@@ -25,15 +26,18 @@ import argparse
 import dataclasses
 import os
 import sys
+from pathlib import Path
 
 from memarch.ablate import load_grid_file, parse_grid_args, run_grid, write_report
 from memarch.data.extraction import read_extraction
+from memarch.data.needle_text import TextNeedleConfig, load_haystack
 from memarch.data.prepare import main as prepare_main
 from memarch.data.tasks import get_task
 from memarch.demo import run_demo
 from memarch.errors import user_error_lines
 from memarch.eval.extraction import compare_passes, passes_table
 from memarch.eval.lm_session import LMSession
+from memarch.eval.needle_text import evaluate_needle_grid, needle_grid_table, write_needle_heatmap
 from memarch.eval.periodic import evaluate_config, periodic_evaluation
 from memarch.eval.recall import baselines, evaluate_task, recall_table, task_data
 from memarch.eval.text import text_report
@@ -98,6 +102,8 @@ def _cmd_eval(args) -> int:
         return _lm_eval(args)
     if args.extraction:
         return _extraction_eval(args)
+    if args.needle_text:
+        return _needle_text_eval(args)
     if args.checkpoint:
         if args.config or args.workdir:
             raise ValueError("give either --checkpoint DIR or --config FILE --workdir DIR")
@@ -175,12 +181,7 @@ def _extraction_eval(args) -> int:
     """``memarch eval --checkpoint RUN --extraction PATH --extraction-task T``: JRT-format
     extraction scored by contains-match, once per ``--num-passes`` value."""
     run_dir = _session_run_dir(args, "--extraction")
-    try:
-        passes = [int(p) for p in args.num_passes.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(
-            f"--num-passes takes comma-separated ints; got {args.num_passes!r}"
-        ) from None
+    passes = _int_list(args.num_passes, "--num-passes")
     limit = None if args.limit is None else int(args.limit)
     records = read_extraction(args.extraction, args.extraction_task, limit=limit)
     session = LMSession.from_run_dir(
@@ -198,6 +199,49 @@ def _extraction_eval(args) -> int:
     )
     print(passes_table({args.extraction_task: results}))
     print("wall time: " + ", ".join(f"passes={p} {r['wall_s']:.1f} s" for p, r in results.items()))
+    return 0
+
+
+def _int_list(text: str, option: str, kind=int) -> list:
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated numbers; got {text!r}") from None
+    if not values:
+        raise ValueError(f"{option} takes comma-separated numbers; got {text!r}")
+    return values
+
+
+def _needle_text_eval(args) -> int:
+    """``memarch eval --checkpoint RUN --needle-text SOURCE``: RULER-style needles in real text
+    over a depth × length grid, scored by generation; table, heatmap PNG, wall time."""
+    run_dir = _session_run_dir(args, "--needle-text")
+    lengths = _int_list(args.lengths, "--lengths")
+    depths = _int_list(args.depths, "--depths", float)
+    config = TextNeedleConfig(family=args.needle_family, value_digits=args.needle_digits)
+    session = LMSession.from_run_dir(
+        run_dir, step=args.step, max_length=args.max_length, batch_size=args.batch_size
+    )
+    haystack = load_haystack(args.needle_text, tokenizer=session.tokenizer)
+    print(f"scoring {session.source}")
+    result = evaluate_needle_grid(
+        session.generate_until,
+        config,
+        haystack,
+        session.tokenizer,
+        lengths=lengths,
+        depths=depths,
+        num_examples=args.num_examples,
+        seed=args.needle_seed,
+        max_new_tokens=args.needle_new_tokens,
+    )
+    print(
+        f"needle in a haystack ({config.family}; string_match_all), {args.num_examples} "
+        "examples per cell:"
+    )
+    print(needle_grid_table(result))
+    png = write_needle_heatmap(result, Path(run_dir) / "eval" / f"needle_text_{config.family}.png")
+    print(f"wrote {png} ({result.wall_time_s:.1f} s)")
     return 0
 
 
@@ -310,6 +354,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--context-tokens", type=int, help="with --extraction: cut each pass to N tokens (JRT)"
+    )
+    e.add_argument(
+        "--needle-text",
+        metavar="SOURCE",
+        help="needles in real text: a haystack corpus (path/glob of .txt/.jsonl/.parquet, or a "
+        "prepared directory)",
+    )
+    e.add_argument(
+        "--needle-family",
+        default="single",
+        help="with --needle-text: single | multikey | multivalue | multiquery (RULER)",
+    )
+    e.add_argument("--needle-digits", type=int, default=7, help="with --needle-text: value digits")
+    e.add_argument(
+        "--lengths", default="256,512", help="with --needle-text: prompt lengths in tokens"
+    )
+    e.add_argument(
+        "--depths", default="0,25,50,75,100", help="with --needle-text: needle depths (%%)"
+    )
+    e.add_argument("--num-examples", type=int, default=10, help="with --needle-text: per cell")
+    e.add_argument("--needle-seed", type=int, default=0, help="with --needle-text: example seed")
+    e.add_argument(
+        "--needle-new-tokens", type=int, default=32, help="with --needle-text: generated tokens"
     )
     e.add_argument("--num-fewshot", type=int, help="with --lm-eval-tasks: few-shot examples")
     e.add_argument(

@@ -193,4 +193,25 @@ def test_cli_extraction_compares_one_and_two_passes(run_dir, tmp_path, capsys):
     )
     assert row.startswith(f"| swde | {want[1]['contains']:.3f} | {want[2]['contains']:.3f} | 3 |")
     assert main([*argv, "--num-passes=1,x"]) == 2
-    assert "--num-passes takes comma-separated ints" in capsys.readouterr().err
+    assert "--num-passes takes comma-separated numbers" in capsys.readouterr().err
+
+
+def test_cli_needle_grid_prints_the_table_and_draws_the_heatmap(run_dir, make_documents, capsys):
+    corpus = run_dir.parent / "docs.jsonl"  # the run's own training documents as the haystack
+    argv = [
+        "eval",
+        f"--checkpoint={run_dir}",
+        f"--needle-text={corpus}",
+        "--lengths=400",
+        "--max-length=600",
+        "--depths=0,100",
+        "--num-examples=2",
+        "--needle-digits=2",
+        "--needle-new-tokens=4",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| depth % \\ length | 400 |" in out and "| mean |" in out
+    assert (run_dir / "eval" / "needle_text_single.png").stat().st_size > 0
+    assert main([*argv, "--needle-family=haystack"]) == 2
+    assert "family must be one of" in capsys.readouterr().err
