@@ -34,6 +34,13 @@ if os.environ.get("MEMARCH_TEST_XLA_OPTIMIZE") != "1":
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="memarch-tests-jax-")
+# Likewise one folder for artifacts that several workers share (a model trained once per run:
+# tests/eval/conftest.py), removed at the end of the run.
+if "MEMARCH_TEST_SHARED_DIR" not in os.environ:
+    os.environ["MEMARCH_TEST_SHARED_DIR"] = tempfile.mkdtemp(prefix="memarch-tests-shared-")
+    _OWN_SHARED = True
+else:
+    _OWN_SHARED = False
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -51,8 +58,12 @@ def xla_optimized():
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _OWN_CACHE and not os.environ.get("PYTEST_XDIST_WORKER"):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    if _OWN_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+    if _OWN_SHARED:
+        shutil.rmtree(os.environ["MEMARCH_TEST_SHARED_DIR"], ignore_errors=True)
 
 
 WORDS = (

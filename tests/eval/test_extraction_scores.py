@@ -6,28 +6,19 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
-import jax
 import pytest
 
 from memarch.data.extraction import (
-    SYNTHETIC_KEYS,
-    SYNTHETIC_VALUES,
     UNTIL,
     build_prompt,
     parse_record,
     read_extraction,
     synthetic_records,
-    write_extraction_corpus,
 )
 from memarch.data.tokenizers import ByteTokenizer
 from memarch.eval.extraction import compare_passes, evaluate_extraction, passes_table
 from memarch.eval.lm_session import LMSession
-from memarch.train.config import apply_overrides, load_config
-from memarch.train.trainer import train
-
-LM_340M = str(Path(__file__).resolve().parents[2] / "configs" / "lm_340m_hybrid.py")
 
 
 def reading_oracle(prompts, *, max_new_tokens, until):
@@ -163,55 +154,19 @@ def test_bad_evaluation_input_is_one_clear_error():
 
 # ----------------------------------------------------------------------------- acceptance
 
-TRAIN_STEPS = 40
-
 
 @pytest.fixture(scope="module")
-def trained_session(tmp_path_factory):
-    """A 2-layer gated DeltaNet LM ("GG", byte tokenizer) trained on the synthetic extraction
-    corpus (prompt + answer, the context read once or twice) with XLA's optimisations on (as
-    the ``xla_optimized`` fixture does, for a module-scoped fixture)."""
-    root = tmp_path_factory.mktemp("extraction")
-    corpus = root / "train.jsonl"
-    vocab = {"num_fields": 2, "keys": SYNTHETIC_KEYS[:4], "values_pool": SYNTHETIC_VALUES[:8]}
-    write_extraction_corpus(
-        corpus, num_records=1500, seed=1, kind="train", num_passes=(1, 2), ask_all=True, **vocab
-    )
-    write_extraction_corpus(root / "eval.jsonl", num_records=48, seed=2, **vocab)
-    cfg = apply_overrides(
-        load_config(LM_340M, tiny=True),
-        [
-            "model.pattern='GG'",
-            "model.d_model=64",
-            "model.num_heads=2",
-            "model.mlp_hidden=128",
-            "model.mixers={'gated_deltanet': {'head_dim': 32, 'short_conv': 4}}",
-            "data.task='text'",
-            f"data.text_file='{corpus}'",
-            f"data.data_dir='{root / 'cache'}'",
-            "data.seq_len=128",
-            "data.text_val_every=200",
-            "batch_size=16",
-            f"num_steps={TRAIN_STEPS}",
-            "optim.learning_rate=1e-2",
-            "optim.warmup_steps=20",
-            "log_every=10",
-        ],
-    )
-    previous = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", False)
-    try:
-        res = train(cfg, workdir=None, log=lambda s: None)
-        session = LMSession(res.model, ByteTokenizer(), max_length=256, batch_size=48, bucket=256)
-        records = read_extraction(root / "eval.jsonl", "swde")
-        yield session, records, res
-    finally:
-        jax.config.update("jax_disable_most_optimizations", previous)
+def trained_session(trained_run):
+    """The shared trained recurrent model (tests/eval/conftest.py), with room for the
+    twice-read prompts, and the 48 held-out records it was not trained on."""
+    run_dir, history, root = trained_run
+    session = LMSession.from_run_dir(run_dir, max_length=256, batch_size=48, bucket=256)
+    return session, read_extraction(root / "eval.jsonl", "swde"), history
 
 
 def test_a_trained_recurrent_model_reads_once_and_twice(trained_session, capsys):
-    session, records, res = trained_session
-    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    session, records, history = trained_session
+    assert history[-1]["loss"] < history[0]["loss"]
     results = compare_passes(
         session.generate_until,
         records,
@@ -233,7 +188,7 @@ def test_a_trained_recurrent_model_reads_once_and_twice(trained_session, capsys)
         ids = session.tokenizer.encode
         assert ids(p2) == ids(rec.context) + ids("\n") + ids(rec.context) + ids(" " + rec.question)
     with capsys.disabled():
-        print(f"\nextraction, 2-layer gated DeltaNet, {TRAIN_STEPS} steps:")
+        print(f"\nextraction, 2-layer gated DeltaNet, {history[-1]['step']} steps:")
         print(passes_table({"GG": results}))
         for p, g in zip(twice["prompts"][:3], twice["generations"][:3], strict=True):
             print(f"  {p!r} -> {g!r}")

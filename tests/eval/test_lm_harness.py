@@ -12,8 +12,6 @@ import pytest
 from memarch.cli import main
 from memarch.eval.lm_harness import MemarchHarnessLM, results_table, run_lm_eval
 from memarch.eval.lm_session import LMSession
-from memarch.train.config import apply_overrides, load_config
-from memarch.train.trainer import train
 
 LM_340M = str(Path(__file__).resolve().parents[2] / "configs" / "lm_340m_hybrid.py")
 MC_DOCS = [
@@ -33,23 +31,10 @@ def offline(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, make_documents) -> Path:
-    """A tiny hybrid LM (Gated DeltaNet + attention, byte tokenizer) trained for 20 steps."""
-    root = tmp_path_factory.mktemp("lm_eval_run")
-    docs = make_documents(120, seed=5)
-    (root / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
-    cfg = apply_overrides(
-        load_config(LM_340M, tiny=True),
-        [
-            f"data.text_file={root / 'docs.jsonl'}",
-            f"data.data_dir={root / 'cache'}",
-            "data.seq_len=64",
-            "num_steps=20",
-            "eval_every=0",
-        ],
-    )
-    train(cfg, workdir=str(root / "run"), progress=False)
-    return root / "run"
+def run_dir(trained_run) -> Path:
+    """The shared trained run (tests/eval/conftest.py: a 2-layer Gated DeltaNet LM, byte
+    tokenizer, trained on key: value documents; training length 128)."""
+    return trained_run[0]
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +120,20 @@ def test_cli_prints_and_saves_reproducible_scores(run_dir, tasks, capsys):
     assert saved[0]["results"] == saved[1]["results"]
 
 
-def test_bad_input_is_one_clear_error(run_dir, tasks, tmp_path, capsys):
+def test_bad_input_is_one_clear_error(run_dir, tasks, tmp_path, capsys, monkeypatch):
+    from lm_eval import tasks as harness_tasks
+
+    class WithoutCatalogue(harness_tasks.TaskManager):
+        """The harness's task manager without its 15,000-file catalogue (indexing it takes
+        most of a minute): the name is then unknown, which is what this test needs."""
+
+        def __init__(self, *args, include_defaults=True, **kwargs):
+            super().__init__(*args, include_defaults=False, **kwargs)
+
     bad = ["eval", f"--checkpoint={run_dir}", f"--lm-eval-include={tasks}"]
-    assert main([*bad, "--lm-eval-tasks=tiny_mc,no_such_task"]) == 2
+    with monkeypatch.context() as patch:
+        patch.setattr(harness_tasks, "TaskManager", WithoutCatalogue)
+        assert main([*bad, "--lm-eval-tasks=tiny_mc,no_such_task"]) == 2
     assert "unknown lm-evaluation-harness task(s) ['no_such_task']" in capsys.readouterr().err
     assert main([*bad, "--lm-eval-tasks=tiny_mc", "--max-length=4"]) == 2
     assert "longer than the model supports: max_length=4" in capsys.readouterr().err
@@ -196,8 +192,8 @@ def test_cli_extraction_compares_one_and_two_passes(run_dir, tmp_path, capsys):
     assert "--num-passes takes comma-separated numbers" in capsys.readouterr().err
 
 
-def test_cli_needle_grid_prints_the_table_and_draws_the_heatmap(run_dir, make_documents, capsys):
-    corpus = run_dir.parent / "docs.jsonl"  # the run's own training documents as the haystack
+def test_cli_needle_grid_prints_the_table_and_draws_the_heatmap(run_dir, capsys):
+    corpus = run_dir.parent / "train.jsonl"  # the run's own training documents as the haystack
     argv = [
         "eval",
         f"--checkpoint={run_dir}",
