@@ -58,7 +58,8 @@ case "$cmd" in
     exec "$VENV/bin/memarch" demo "$@" ;;
   test)
     ensure_venv "[dev]"
-    exec "$VENV/bin/python" -m pytest -n 2 -q "$@" ;;
+    # worksteal: an idle worker takes queued tests from the busy one (no long tail at the end)
+    exec "$VENV/bin/python" -m pytest -n 2 --dist worksteal -q "$@" ;;
   *)
     echo "usage: bash run.sh {demo|test} [args...]" >&2; exit 2 ;;
 esac

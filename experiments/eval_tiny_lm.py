@@ -31,6 +31,7 @@ import numpy as np
 from memarch.data.text import eval_rows, text_tokenizer
 from memarch.eval.lm_harness import results_table, run_lm_eval
 from memarch.eval.lm_session import LMSession
+from memarch.eval.periodic import periodic_evaluation
 from memarch.eval.text import text_report
 from memarch.train.config import apply_overrides, load_config
 from memarch.train.trainer import train
@@ -109,7 +110,7 @@ def write_tasks(folder: Path, passages: list[str], seed: int = 0) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--passages", type=int, default=64)
+    parser.add_argument("--passages", type=int, default=48)
     parser.add_argument("--out", default=str(ROOT / "experiments/results/eval_tiny_lm.md"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="eval_tiny_lm_"))
@@ -124,7 +125,7 @@ def main() -> None:
         ],
     )
     start = time.perf_counter()
-    res = train(cfg, workdir=str(work / "run"), progress=False)
+    res = train(cfg, workdir=str(work / "run"), evaluate=periodic_evaluation(cfg))
     train_s = time.perf_counter() - start
     held_out = res.evals[-1]
     folder = work / "tasks"

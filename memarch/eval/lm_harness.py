@@ -196,7 +196,8 @@ def results_table(results: dict) -> str:
     for task, metrics in sorted(results.get("results", {}).items()):
         for key, value in metrics.items():
             name, _, filt = key.partition(",")
-            if name == "alias" or name.endswith("_stderr") or not isinstance(value, int | float):
+            skip = name in ("alias", "sample_len") or name.endswith("_stderr")
+            if skip or not isinstance(value, int | float):
                 continue
             err = metrics.get(f"{name}_stderr,{filt}")
             err = f"{err:.4f}" if isinstance(err, int | float) else "—"

@@ -6,6 +6,8 @@ harness's numbers equal the ones computed from LMSession directly; ``memarch eva
 import json
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -80,7 +82,7 @@ def test_harness_scores_equal_the_sessions_own(session, tasks):
     print(table)
 
 
-def test_requests_through_the_harness_interface(session):
+def test_requests_through_the_harness_interface(session, run_dir):
     """The adapter's three methods on harness ``Instance`` objects, as lm-eval calls them."""
     from lm_eval.api.instance import Instance
 
@@ -89,9 +91,22 @@ def test_requests_through_the_harness_interface(session):
     def inst(kind, args):
         return Instance(request_type=kind, doc={}, arguments=args, idx=0)
 
-    pairs = [("Water is", " wet"), ("A longer context of several words", " here")]
-    assert lm.loglikelihood([inst("loglikelihood", p) for p in pairs]) == session.loglikelihood(
-        pairs
+    pairs = [("Water is", " wet"), ("A longer context of several words", " here"), ("", "x")]
+    scores = lm.loglikelihood([inst("loglikelihood", p) for p in pairs])
+    assert scores == session.loglikelihood(pairs)
+    # the trained model's own logits, one unpadded row per request (only the tokenizer's ids)
+    for (context, continuation), (logp, _) in zip(pairs, scores, strict=True):
+        ctx, cont = session.encode_pair(context, continuation)
+        logits, _ = session.model(jnp.asarray([ctx + cont]))
+        table = jax.nn.log_softmax(logits[0, :, : session.num_classes])
+        direct = sum(float(table[len(ctx) - 1 + i, t]) for i, t in enumerate(cont))
+        assert abs(logp - direct) <= 1e-5 * max(1.0, abs(direct))
+    # batch size 1 (every request alone) gives the same scores as batches of 4
+    alone = MemarchHarnessLM(session=LMSession.from_run_dir(run_dir, batch_size=1, bucket=32))
+    np.testing.assert_allclose(
+        [x for x, _ in alone.loglikelihood([inst("loglikelihood", p) for p in pairs])],
+        [x for x, _ in scores],
+        rtol=1e-5,
     )
     text = "It was the best of times."
     assert lm.loglikelihood_rolling([inst("loglikelihood_rolling", (text,))]) == (
