@@ -390,20 +390,23 @@ class LMSession:
     ) -> list[str]:
         """Greedy continuation text of each prompt, cut at EOS and before the first of the
         ``until`` strings."""
-        if isinstance(until, str):
-            until = (until,)
         ids = [self._start() + self.tokenizer.encode(p) for p in prompts]
-        eos = self.tokenizer.eos_id
-        texts = []
-        for gen in self.generate_ids(ids, max_new_tokens):
-            if eos is not None and eos in gen:
-                gen = gen[: gen.index(eos)]
-            text = self.tokenizer.decode(gen)
-            for stop in until:
-                if stop and stop in text:
-                    text = text[: text.index(stop)]
-            texts.append(text)
-        return texts
+        return [
+            decode_until(self.tokenizer, g, until) for g in self.generate_ids(ids, max_new_tokens)
+        ]
+
+
+def decode_until(tokenizer: TextTokenizer, ids: Sequence[int], until: Sequence[str] | str) -> str:
+    """The text of generated ``ids``, cut at the tokenizer's EOS (when it has one) and before
+    the first occurrence of any ``until`` string."""
+    until = (until,) if isinstance(until, str) else until
+    eos = getattr(tokenizer, "eos_id", None)
+    ids = list(ids)
+    if eos is not None and eos in ids:
+        ids = ids[: ids.index(eos)]
+    text = tokenizer.decode(ids)
+    cuts = [text.index(stop) for stop in until if stop and stop in text]
+    return text[: min(cuts)] if cuts else text
 
 
 def training_length(cfg: TrainConfig) -> int:
@@ -414,4 +417,4 @@ def training_length(cfg: TrainConfig) -> int:
     return max(a for a, _ in (*cfg.data.train_slices, *cfg.data.eval_slices))
 
 
-__all__ = ["LMSession", "rolling_windows", "training_length"]
+__all__ = ["LMSession", "decode_until", "rolling_windows", "training_length"]

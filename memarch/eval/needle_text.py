@@ -34,6 +34,7 @@ from memarch.data.documents import LocalCorpus, read_unit
 from memarch.data.needle_text import Haystack, TextNeedleConfig, needle_example
 from memarch.data.packing import PreparedSplit
 from memarch.data.shards import INDEX_NAME
+from memarch.eval.lm_session import decode_until
 from memarch.eval.plots import plot_needle_heatmap
 
 Generate = Callable[..., list[str]]
@@ -303,21 +304,11 @@ class BigramBaseline:
             or max_new_tokens < 1
         ):
             raise ValueError(f"max_new_tokens must be a positive int; got {max_new_tokens!r}")
-        if isinstance(until, str):
-            until = (until,)
-        eos = getattr(self.tokenizer, "eos_id", None)
         texts = []
         for prompt in prompts:
             ids = self.tokenizer.encode(prompt)
-            last = ids[-1] if ids else self.fallback
-            gen = self.generate_ids(last, max_new_tokens)
-            if eos is not None and eos in gen:
-                gen = gen[: gen.index(eos)]
-            text = self.tokenizer.decode(gen)
-            for stop in until:
-                if stop and stop in text:
-                    text = text[: text.index(stop)]
-            texts.append(text)
+            gen = self.generate_ids(ids[-1] if ids else self.fallback, max_new_tokens)
+            texts.append(decode_until(self.tokenizer, gen, until))
         return texts
 
 
