@@ -148,9 +148,7 @@ def _lm_eval(args) -> int:
     if not tasks:
         raise ValueError("--lm-eval-tasks: give at least one task name (comma-separated)")
     manager = task_manager(tasks, args.lm_eval_include)  # unknown names: before any loading
-    session = LMSession.from_run_dir(
-        run_dir, step=args.step, max_length=args.max_length, batch_size=args.batch_size
-    )
+    session = _run_session(args, run_dir)
     print(f"scoring {session.source}")
     results = run_lm_eval(
         session,
@@ -177,6 +175,13 @@ def _session_run_dir(args, option: str) -> str:
     return run_dir
 
 
+def _run_session(args, run_dir: str) -> LMSession:
+    """The :class:`LMSession` of ``run_dir`` with ``--step``, ``--max-length``, ``--batch-size``."""
+    return LMSession.from_run_dir(
+        run_dir, step=args.step, max_length=args.max_length, batch_size=args.batch_size
+    )
+
+
 def _extraction_eval(args) -> int:
     """``memarch eval --checkpoint RUN --extraction PATH --extraction-task T``: JRT-format
     extraction scored by contains-match, once per ``--num-passes`` value."""
@@ -184,9 +189,7 @@ def _extraction_eval(args) -> int:
     passes = _int_list(args.num_passes, "--num-passes")
     limit = None if args.limit is None else int(args.limit)
     records = read_extraction(args.extraction, args.extraction_task, limit=limit)
-    session = LMSession.from_run_dir(
-        run_dir, step=args.step, max_length=args.max_length, batch_size=args.batch_size
-    )
+    session = _run_session(args, run_dir)
     print(f"scoring {session.source} on {len(records)} {args.extraction_task} records")
     results = compare_passes(
         session.generate_until,
@@ -219,9 +222,7 @@ def _needle_text_eval(args) -> int:
     lengths = _int_list(args.lengths, "--lengths")
     depths = _int_list(args.depths, "--depths", float)
     config = TextNeedleConfig(family=args.needle_family, value_digits=args.needle_digits)
-    session = LMSession.from_run_dir(
-        run_dir, step=args.step, max_length=args.max_length, batch_size=args.batch_size
-    )
+    session = _run_session(args, run_dir)
     haystack = load_haystack(args.needle_text, tokenizer=session.tokenizer)
     print(f"scoring {session.source}")
     result = evaluate_needle_grid(
