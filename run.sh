@@ -51,6 +51,10 @@ ensure_venv() {  # $1: extras spec ("" or "[dev]")
   fi
 }
 
+# JAX on the CPU unless the caller chose (JAX_PLATFORMS=cuda/tpu, or "" to let JAX probe):
+# with libtpu installed (dev extra) JAX would otherwise probe for a TPU at start-up.
+export JAX_PLATFORMS="${JAX_PLATFORMS-cpu}"
+
 cmd="${1:-demo}"; shift || true
 case "$cmd" in
   demo)

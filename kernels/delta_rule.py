@@ -22,7 +22,8 @@ carries ``dS`` over the chunks in reverse; ``dg`` is the reverse cumsum of ``dγ
 the host-side cumsum). The forward pass used under differentiation stores the chunk-entry states
 ``[B, H, N·K, V]`` fp32 for the backward pass.
 
-Schedules (both share the per-chunk math; :func:`_pick_schedule`):
+Schedules (both share the per-chunk math; :func:`_pick_schedule` picks by the platform the
+kernels are compiled for, see :mod:`memarch.kernels._target`):
 
 * ``"grid"`` — TPU and the interpreters: grid ``(B, H, N)``, chunk axis last and
   ``"arbitrary"``, the state (or dS) carried in a ``pltpu.VMEM`` scratch, one chunk per step.
@@ -280,9 +281,10 @@ def _bwd_loop_kernel(*refs, scale: float, n_chunks: int, chunk: int):
 # [B, H, Tp] fp32; states [B, H, Kp, Vp] fp32.
 
 
-def _pick_schedule(schedule: Schedule | None) -> Schedule:
+def _pick_schedule(schedule: Schedule | None, platform: str) -> Schedule:
+    """The schedule asked for, or by target ``platform``: ``"loop"`` on GPU, else ``"grid"``."""
     if schedule is None:
-        return "loop" if _platform.backend() == "gpu" else "grid"
+        return "loop" if platform == "gpu" else "grid"
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {list(SCHEDULES)} or None; got {schedule!r}")
     return schedule
@@ -313,12 +315,14 @@ def _specs(schedule: Schedule, n: int, chunk: int, reverse: bool = False):
     )
 
 
-def _grid_args(schedule: Schedule, shape: tuple[int, ...], n: int):
-    """Grid and compiler params: the chunk axis (grid schedule) carries state: "arbitrary"."""
+def _grid_args(schedule: Schedule, shape: tuple[int, ...], n: int, platform: str):
+    """Grid and compiler params for target ``platform``: the chunk axis (grid schedule) carries
+    state: "arbitrary"."""
     b, h = shape[:2]
     if schedule == "grid":
-        return (b, h, n), _platform.compiler_params(("parallel", "parallel", "arbitrary"))
-    return (b, h), _platform.compiler_params(("parallel", "parallel"))
+        semantics = ("parallel", "parallel", "arbitrary")
+        return (b, h, n), _platform.compiler_params(semantics, platform=platform)
+    return (b, h), _platform.compiler_params(("parallel", "parallel"), platform=platform)
 
 
 def _gate_layout(beta, gam, schedule: Schedule, n: int, chunk: int):
@@ -327,12 +331,14 @@ def _gate_layout(beta, gam, schedule: Schedule, n: int, chunk: int):
     return beta[..., None], gam[..., None], grow
 
 
-def _forward_call(q, k, v, beta, gam, s0, *, scale, chunk, interpret, schedule, save_states):
+def _forward_call(
+    q, k, v, beta, gam, s0, *, scale, chunk, interpret, schedule, platform, save_states
+):
     b, h, tp, kp = q.shape
     vp = v.shape[-1]
     n = tp // chunk
     tok, row_spec, state_spec, chunk_state_spec = _specs(schedule, n, chunk)
-    grid, params = _grid_args(schedule, q.shape, n)
+    grid, params = _grid_args(schedule, q.shape, n, platform)
     out_shape = [
         jax.ShapeDtypeStruct((b, h, tp, vp), F32),
         jax.ShapeDtypeStruct((b, h, kp, vp), F32),
@@ -354,19 +360,21 @@ def _forward_call(q, k, v, beta, gam, s0, *, scale, chunk, interpret, schedule, 
         in_specs=[tok(kp), tok(kp), tok(vp), tok(1), tok(1), row_spec, state_spec(kp, vp)],
         out_specs=out_specs,
         scratch_shapes=scratch,
-        interpret=_platform.resolve_interpret(interpret),
+        interpret=_platform.resolve_interpret(interpret, platform),
         compiler_params=params,
         name="gated_delta_rule_fwd",
     )(q, k, v, *_gate_layout(beta, gam, schedule, n, chunk), s0)
     return outs if save_states else (*outs, None)
 
 
-def _backward_call(q, k, v, beta, gam, states, d_o, d_sf, *, scale, chunk, interpret, schedule):
+def _backward_call(
+    q, k, v, beta, gam, states, d_o, d_sf, *, scale, chunk, interpret, schedule, platform
+):
     b, h, tp, kp = q.shape
     vp = v.shape[-1]
     n = tp // chunk
     tok, row_spec, state_spec, chunk_state_spec = _specs(schedule, n, chunk, reverse=True)
-    grid, params = _grid_args(schedule, q.shape, n)
+    grid, params = _grid_args(schedule, q.shape, n, platform)
     if schedule == "grid":
         body = functools.partial(_bwd_grid_kernel, n_chunks=n)
         scratch = [pltpu.VMEM((kp, vp), F32)]
@@ -383,36 +391,37 @@ def _backward_call(q, k, v, beta, gam, states, d_o, d_sf, *, scale, chunk, inter
         in_specs=in_specs,
         out_specs=[tok(kp), tok(kp), tok(vp), tok(1), tok(1), state_spec(kp, vp)],
         scratch_shapes=scratch,
-        interpret=_platform.resolve_interpret(interpret),
+        interpret=_platform.resolve_interpret(interpret, platform),
         compiler_params=params,
         name="gated_delta_rule_bwd",
     )(q, k, v, *_gate_layout(beta, gam, schedule, n, chunk), states, d_o, d_sf)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
-def _delta_core(q, k, v, beta, gam, s0, scale, chunk, interpret, schedule):
-    """(o ``[B, H, Tp, Vp]`` fp32, final state ``[B, H, Kp, Vp]``) on the kernel layout."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
+def _delta_core(q, k, v, beta, gam, s0, scale, chunk, interpret, schedule, platform):
+    """(o ``[B, H, Tp, Vp]`` fp32, final state ``[B, H, Kp, Vp]``) on the kernel layout;
+    ``platform`` is the target the entry resolved (kernels/_platform.py)."""
     o, sf, _ = _forward_call(
-        q, k, v, beta, gam, s0,
-        scale=scale, chunk=chunk, interpret=interpret, schedule=schedule, save_states=False,
+        q, k, v, beta, gam, s0, scale=scale, chunk=chunk, interpret=interpret,
+        schedule=schedule, platform=platform, save_states=False,
     )  # fmt: skip
     return o, sf
 
 
-def _delta_core_fwd(q, k, v, beta, gam, s0, scale, chunk, interpret, schedule):
+def _delta_core_fwd(q, k, v, beta, gam, s0, scale, chunk, interpret, schedule, platform):
     o, sf, states = _forward_call(
-        q, k, v, beta, gam, s0,
-        scale=scale, chunk=chunk, interpret=interpret, schedule=schedule, save_states=True,
+        q, k, v, beta, gam, s0, scale=scale, chunk=chunk, interpret=interpret,
+        schedule=schedule, platform=platform, save_states=True,
     )  # fmt: skip
     return (o, sf), (q, k, v, beta, gam, states)
 
 
-def _delta_core_bwd(scale, chunk, interpret, schedule, res, cts):
+def _delta_core_bwd(scale, chunk, interpret, schedule, platform, res, cts):
     q, k, v, beta, gam, states = res
     d_o, d_sf = cts
     dq, dk, dv, dbeta, dgam, ds0 = _backward_call(
-        q, k, v, beta, gam, states, d_o, d_sf,
-        scale=scale, chunk=chunk, interpret=interpret, schedule=schedule,
+        q, k, v, beta, gam, states, d_o, d_sf, scale=scale, chunk=chunk, interpret=interpret,
+        schedule=schedule, platform=platform,
     )  # fmt: skip
     return (
         dq.astype(q.dtype),
@@ -467,8 +476,11 @@ def gated_delta_rule_pallas(
     (None: the plain delta rule); initial_state ``[B, H, K, V]``. Returns (o ``[B, T, H, V]`` in
     q's dtype, final state ``[B, H, K, V]`` fp32 or None). ``scale`` defaults to K^{-1/2};
     ``chunk_size`` must be a power of two ≥ 16 (T need not be a multiple of it).
-    ``interpret``: see :mod:`memarch.kernels._platform`. ``schedule``: ``"grid"`` (chunk axis in
-    the grid, TPU) or ``"loop"`` (chunk loop inside the kernel, GPU); None picks by backend.
+    ``interpret``: see :mod:`memarch.kernels._platform` (None: compiled for a GPU/TPU target,
+    interpreted for a CPU one). ``schedule``: ``"grid"`` (chunk axis in the grid, TPU) or
+    ``"loop"`` (chunk loop inside the kernel, GPU); None picks by the target platform — an
+    explicit ``compile_target``, the current mesh's device, q's sharding, else JAX's default
+    backend (:mod:`memarch.kernels._target`).
     """
     _checks.check_chunk_size(chunk_size, supports_chunk_size, CHUNK_RULE)
     bsz, t, h, dk, dv = _checks.check_qkv(q, k, v)
@@ -476,8 +488,9 @@ def gated_delta_rule_pallas(
     if g is not None:
         _checks.check_gate("g", g, q, per_channel_ok=False)
     _checks.check_state(initial_state, q, v)
-    _platform.resolve_interpret(interpret)  # validates
-    schedule = _pick_schedule(schedule)
+    platform = _platform.backend(q)  # the target, resolved once for forward and backward
+    _platform.resolve_interpret(interpret, platform)  # validates
+    schedule = _pick_schedule(schedule, platform)
     s = _checks.resolve_scale(scale, dk)
 
     c = chunk_size
@@ -501,7 +514,7 @@ def gated_delta_rule_pallas(
         s0 = jnp.zeros((bsz, h, kp, vp), F32)
     else:
         s0 = jnp.pad(initial_state.astype(F32), [(0, 0), (0, 0), (0, kp - dk), (0, vp - dv)])
-    core = lambda *xs: _delta_core(*xs, s, c, interpret, schedule)
+    core = lambda *xs: _delta_core(*xs, s, c, interpret, schedule, platform)
     o, sf = shard_batch_heads(
         core, layout(q, kp), layout(k, kp), layout(v, vp), beta_l, gam, s0
     )  # per (batch, head) shard under jax.set_mesh; direct call otherwise

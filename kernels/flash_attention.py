@@ -33,9 +33,13 @@ Two kernel layouts share this math (:func:`_scores`, :func:`_softmax_step`, :fun
   whole inner sequence as a block and runs a ``fori_loop`` over only the blocks it needs
   (Triton programs run concurrently, so state cannot be carried across grid steps).
 
-Both run in interpret mode on CPU (``interpret=None`` there, see :mod:`memarch.kernels._platform`).
-Compiled on TPU, block sizes are rounded up to multiples of 128 (lane tiling of the per-key
-vectors); on GPU to powers of two ≥ 16, and D, V are zero-padded to powers of two ≥ 16.
+Both run in interpret mode for a CPU target (``interpret=None`` there, see
+:mod:`memarch.kernels._platform`). The target — the platform the kernels are compiled for — is
+an explicit ``compile_target``, else the current mesh's device, else q's sharding, else JAX's
+default backend (:mod:`memarch.kernels._target`); so the same call interprets on a CPU host
+and compiles for a TPU topology. Compiled for TPU, block sizes are rounded up to multiples of
+128 (lane tiling of the per-key vectors); for GPU to powers of two ≥ 16, and D, V are
+zero-padded to powers of two ≥ 16.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from memarch.kernels import _platform
-from memarch.kernels._sharding import shard_batch_heads
+from memarch.kernels._sharding import kernel_mesh, shard_batch_heads
 
 VARIANTS = ("grid", "loop")
 _NEG = -1e30  # finite "−∞": keeps the online softmax free of inf − inf
@@ -69,6 +73,7 @@ class _Static:
     block_k: int
     interpret: _platform.Interpret
     variant: str
+    platform: str = "cpu"  # the target platform, resolved once per call (kernels/_platform.py)
     has_lam: bool = False
     has_slope: bool = False
     has_seg: bool = False
@@ -145,20 +150,27 @@ def _grad_block(st: _Static, s, mask, lse, delta, do, v):
 # --------------------------------------------------------------------------- block ranges
 
 
+def _div(a, b: int):
+    """``a // b`` for a non-negative traced int ``a``, as truncating division: equal there, and
+    it lowers to Mosaic without the ``sign`` of floor division, whose TPU lowering asks for the
+    chip generation (so the kernels also lower where only the inputs' sharding names the chip)."""
+    return lax.div(a, jnp.asarray(b, jnp.asarray(a).dtype))
+
+
 def _kv_range(st: _Static, i):
     """Inclusive range of key blocks that query block ``i`` attends to."""
-    hi = ((i + 1) * st.block_q - 1) // st.block_k
+    hi = _div((i + 1) * st.block_q - 1, st.block_k)
     if st.window is None:
         return 0, hi
-    return jnp.maximum(i * st.block_q - st.window + 1, 0) // st.block_k, hi
+    return _div(jnp.maximum(i * st.block_q - st.window + 1, 0), st.block_k), hi
 
 
 def _q_range(st: _Static, j):
     """Inclusive range of query blocks that attend to key block ``j``."""
-    lo = (j * st.block_k) // st.block_q
+    lo = _div(j * st.block_k, st.block_q)
     if st.window is None:
         return lo, st.nq - 1
-    return lo, jnp.minimum(((j + 1) * st.block_k + st.window - 2) // st.block_q, st.nq - 1)
+    return lo, jnp.minimum(_div((j + 1) * st.block_k + st.window - 2, st.block_q), st.nq - 1)
 
 
 # --------------------------------------------------------------------------- refs and specs
@@ -220,7 +232,7 @@ def _call(
     g = st.heads_per_kv
 
     def head_of(name):
-        return (lambda hh: hh // g) if name in ("k", "v") else (lambda hh: hh)
+        return (lambda hh: _div(hh, g)) if name in ("k", "v") else (lambda hh: hh)
 
     if st.variant == "grid":
         n_in = st.nk if rows == "q" else st.nq
@@ -262,8 +274,12 @@ def _call(
         in_specs=in_specs,
         out_specs=out_specs,
         scratch_shapes=scratch_shapes,
-        interpret=_platform.resolve_interpret(st.interpret),
-        compiler_params=_platform.compiler_params(semantics, num_warps=num_warps),
+        interpret=_platform.resolve_interpret(st.interpret, st.platform),
+        compiler_params=_platform.compiler_params(
+            semantics, platform=st.platform, num_warps=num_warps
+        ),
+        # the kernel's name in the compiled program: flash_attention_{fwd, dq, dkv}
+        name="flash_attention_" + kernel.__name__.strip("_").removesuffix("_kernel"),
     )(*arrays.values())
 
 
@@ -456,7 +472,7 @@ def _vectors(lam, slope, seg, tp: int) -> dict:
 
 def _padded_dim(st: _Static, n: int) -> int:
     """Head dims are zero-padded to a power of two ≥ 16 for the compiled GPU (Triton) path."""
-    if st.variant == "loop" and _platform.resolve_interpret(st.interpret) is False:
+    if st.variant == "loop" and _platform.resolve_interpret(st.interpret, st.platform) is False:
         return max(16, 1 << (n - 1).bit_length())
     return n
 
@@ -551,17 +567,18 @@ def supports_chunk_size(chunk_size: int) -> bool:
     return chunk_size > 0
 
 
-def _device_block(block: int, interpret) -> int:
-    """The block size actually used: rounded for the compiled TPU / GPU lowering."""
-    if _platform.resolve_interpret(interpret) is not False:
+def _device_block(block: int, interpret, platform: str) -> int:
+    """The block size actually used on target ``platform``: rounded for the compiled TPU / GPU
+    lowering."""
+    if _platform.resolve_interpret(interpret, platform) is not False:
         return block
-    if _platform.backend() == "tpu":
+    if platform == "tpu":
         return -(-block // 128) * 128
     return max(16, 1 << (block - 1).bit_length())
 
 
-def _run_sharded(run, q, k, v, lam, slope, seg):
-    """``run`` per (batch, KV-head) shard under ``jax.set_mesh`` (see ``_sharding``).
+def _run_sharded(run, mesh, q, k, v, lam, slope, seg):
+    """``run`` per (batch, KV-head) shard of ``mesh`` (see ``_sharding``).
 
     The kernel layout is ``[B, T, H, ·]`` with query head ``i`` reading KV head ``i // G``, so
     every input is viewed as ``[B, H_kv, ...]`` (query heads grouped by their KV head) for
@@ -590,7 +607,7 @@ def _run_sharded(run, q, k, v, lam, slope, seg):
         )  # fmt: skip
         return jnp.swapaxes(o.reshape(lb, t, lkv, g, -1), 1, 2)
 
-    o = shard_batch_heads(local, *packed)
+    o = shard_batch_heads(local, *packed, mesh=mesh)
     return jnp.swapaxes(o, 1, 2).reshape(b, t, h, -1)
 
 
@@ -620,8 +637,12 @@ def flash_attention(
       scale: query scale (``D ** -0.5`` in the op). window: keys each query sees (itself
         included) or None.
       block_q, block_k: query / key block sizes (rounded on compiled backends, see module doc).
-      interpret: None / True / False / "tpu" (:mod:`memarch.kernels._platform`).
-      variant: "grid" or "loop"; None = "loop" on GPU, "grid" elsewhere.
+      interpret: None / True / False / "tpu" (:mod:`memarch.kernels._platform`); None compiles
+        for a GPU/TPU target and interprets for a CPU one.
+      variant: "grid" or "loop"; None = "loop" for a compiled GPU target, "grid" elsewhere.
+
+    The target platform is an explicit ``compile_target``, else the current mesh's device,
+    else q's sharding, else JAX's default backend (:mod:`memarch.kernels._target`).
 
     Returns:
       o ``[B, T, H, V]`` in q's dtype; differentiable in q, k, v, lam and slope.
@@ -649,15 +670,15 @@ def flash_attention(
         not isinstance(window, int) or isinstance(window, bool) or window <= 0
     ):
         raise ValueError(f"window must be a positive int or None; got {window!r}")
-    _platform.resolve_interpret(interpret)  # validates
-    compiled_gpu = _platform.resolve_interpret(interpret) is False and _platform.backend() == "gpu"
+    platform = _platform.backend(q)  # the target, resolved once for forward and backward
+    compiled_gpu = _platform.resolve_interpret(interpret, platform) is False and platform == "gpu"
     if variant is None:
         variant = "loop" if compiled_gpu else "grid"
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {list(VARIANTS)} or None; got {variant!r}")
     if variant == "grid" and compiled_gpu:
         raise ValueError('variant="grid" needs sequential grid steps: use "loop" on GPU')
-    bq, bk = _device_block(block_q, interpret), _device_block(block_k, interpret)
+    bq, bk = (_device_block(b, interpret, platform) for b in (block_q, block_k))
 
     def run(q, k, v, lam, slope, segment_ids):  # shapes are per shard under a mesh
         b, t, h, d = q.shape
@@ -670,6 +691,7 @@ def flash_attention(
             block_k=bk,
             interpret=interpret,
             variant=variant,
+            platform=platform,
             has_lam=lam is not None,
             has_slope=slope is not None,
             has_seg=segment_ids is not None,
@@ -684,6 +706,7 @@ def flash_attention(
         )
         return _flash(q, k, v, lam, slope, segment_ids, st)
 
-    if jax.sharding.get_abstract_mesh().empty:
+    mesh = kernel_mesh(q, k, v, lam, slope, segment_ids)  # set_mesh, else the inputs' mesh
+    if mesh.empty:
         return run(q, k, v, lam, slope, segment_ids)
-    return _run_sharded(run, q, k, v, lam, slope, segment_ids)
+    return _run_sharded(run, mesh, q, k, v, lam, slope, segment_ids)

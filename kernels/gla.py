@@ -35,7 +35,9 @@ with the full dq, dk (summed over K as well for a per-head gate): a triangular m
 so no cancellation accumulates across chunks. The whole thing is a ``jax.custom_vjp``.
 
 Schedules (``schedule``), both sharing the per-chunk math (:func:`_chunk_forward`,
-:func:`_chunk_backward`):
+:func:`_chunk_backward`); by default the platform the kernels are compiled for picks one (an
+explicit ``compile_target``, the current mesh's device, the inputs' sharding, else JAX's
+default backend: :mod:`memarch.kernels._target`):
 
 * ``"grid"`` (TPU, and the default for interpret mode): one ``pallas_call`` over the grid
   ``(B, H, N)`` with the chunk axis last and ``"arbitrary"``; the state lives in a VMEM scratch
@@ -49,10 +51,11 @@ Schedules (``schedule``), both sharing the per-chunk math (:func:`_chunk_forward
   ≥ 16. Mosaic GPU (``plgpu.kernel``) is the non-deprecated Hopper path but needs a separate,
   warp-group kernel body; this schedule is the one that shares the math.
 
-Verification so far (no GPU or TPU was available to the author): both schedules match the naive
-op in interpret mode, and both lower (``jax.export`` without a device) to Mosaic TPU and to
-Triton IR for an abstract H100; neither has been compiled by the device toolchains or timed, so
-check them on a device before trusting ``impl="auto"``
+Verification so far: both schedules match the naive op in interpret mode; the "grid" kernels
+(forward, forward with saved states, backward) compile with libtpu's compiler for TPU v5e and
+v6e topologies from a CPU host (tests/kernels/test_kernel_compile.py), and the "loop" kernels
+lower to Triton for an abstract H100. Neither has run on a device or been timed there, so check
+them on a device before trusting ``impl="auto"``
 (``memarch.ops._dispatch.AUTO_PALLAS_BACKENDS``).
 
 Packed sequences (``segment_ids``) are not supported by the kernels; :func:`memarch.ops.gla`
@@ -320,6 +323,7 @@ class _Config(NamedTuple):
     per_channel: bool
     interpret: _platform.Interpret
     schedule: str
+    platform: str  # the target platform, resolved once per call (kernels/_platform.py)
 
 
 def _grid_specs(cfg: _Config, shapes, reverse: bool):
@@ -344,7 +348,7 @@ def _loop_spec(shape):
     return pl.BlockSpec((None, None, *shape), lambda b, h: (b, h, 0, 0))
 
 
-def _call(kernel, cfg: _Config, grid, in_specs, out_specs, out_shape, scratch=()):
+def _call(kernel, cfg: _Config, grid, in_specs, out_specs, out_shape, scratch=(), *, name: str):
     semantics = ("parallel", "parallel", "arbitrary")[: len(grid)]
     return pl.pallas_call(
         kernel,
@@ -353,8 +357,9 @@ def _call(kernel, cfg: _Config, grid, in_specs, out_specs, out_shape, scratch=()
         in_specs=in_specs,
         out_specs=out_specs,
         scratch_shapes=scratch,
-        interpret=_platform.resolve_interpret(cfg.interpret),
-        compiler_params=_platform.compiler_params(semantics),
+        interpret=_platform.resolve_interpret(cfg.interpret, cfg.platform),
+        compiler_params=_platform.compiler_params(semantics, platform=cfg.platform),
+        name=name,  # the kernel's name in the compiled program: gla_fwd / gla_bwd
     )
 
 
@@ -377,7 +382,7 @@ def _forward(q, k, v, g, s0, cfg: _Config, save: bool):
             out_specs.append(per_chunk_state((dv, dk)))
         call = _call(
             functools.partial(_fwd_grid_kernel, **kw), cfg, (bsz, h, n), in_specs, out_specs,
-            out_shape, scratch=[pltpu.VMEM((dv, dk), F32)],
+            out_shape, scratch=[pltpu.VMEM((dv, dk), F32)], name="gla_fwd",
         )  # fmt: skip
         outs = call(q, k, v, g, s0)
     else:
@@ -387,7 +392,8 @@ def _forward(q, k, v, g, s0, cfg: _Config, save: bool):
             out_shape[-1] = jax.ShapeDtypeStruct((bsz, h, n * dv, dk), F32)
             out_specs.append(_loop_spec((n * dv, dk)))
         kernel = functools.partial(_fwd_loop_kernel, c=cfg.chunk, **kw)
-        outs = _call(kernel, cfg, (bsz, h), in_specs, out_specs, out_shape)(q, k, v, g, s0)
+        call = _call(kernel, cfg, (bsz, h), in_specs, out_specs, out_shape, name="gla_fwd")
+        outs = call(q, k, v, g, s0)
         if save:
             outs = (*outs[:2], outs[2].reshape(bsz, h, n, dv, dk))
     return outs[0], outs[1], (outs[2] if save else None)
@@ -416,14 +422,15 @@ def _backward(q, k, v, g, states, do, dsT, cfg: _Config):
         out_specs = [per_chunk(dk), per_chunk(dk), per_chunk(dv), per_chunk(kg), whole((dv, dk))]
         call = _call(
             functools.partial(_bwd_grid_kernel, **kw), cfg, (bsz, h, n), in_specs, out_specs,
-            out_shape, scratch=[pltpu.VMEM((dv, dk), F32)],
+            out_shape, scratch=[pltpu.VMEM((dv, dk), F32)], name="gla_bwd",
         )  # fmt: skip
         return call(q, k, v, g, states, do, dsT)
     states = states.reshape(bsz, h, n * dv, dk)
     in_specs = [_loop_spec(x.shape[2:]) for x in (q, k, v, g, states, do, dsT)]
     out_specs = [_loop_spec(s.shape[2:]) for s in out_shape]
     kernel = functools.partial(_bwd_loop_kernel, c=cfg.chunk, **kw)
-    return _call(kernel, cfg, (bsz, h), in_specs, out_specs, out_shape)(q, k, v, g, states, do, dsT)
+    call = _call(kernel, cfg, (bsz, h), in_specs, out_specs, out_shape, name="gla_bwd")
+    return call(q, k, v, g, states, do, dsT)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -450,9 +457,10 @@ _gla_core.defvjp(_gla_core_fwd, _gla_core_bwd)
 # ----------------------------------------------------------------------------- entry point
 
 
-def default_schedule() -> Schedule:
-    """``"loop"`` on GPU (Triton cannot carry state over a grid axis), ``"grid"`` elsewhere."""
-    return "loop" if _platform.backend() == "gpu" else "grid"
+def default_schedule(platform: str | None = None) -> Schedule:
+    """``"loop"`` for a GPU target (Triton cannot carry state over a grid axis), ``"grid"``
+    elsewhere; ``platform`` defaults to the target (:func:`memarch.kernels._platform.backend`)."""
+    return "loop" if (platform or _platform.backend()) == "gpu" else "grid"
 
 
 def effective_chunk(t: int, chunk_size: int, schedule: Schedule) -> int:
@@ -507,9 +515,11 @@ def gla_pallas(
       output_final_state: also return the state after the last token.
       chunk_size: tokens per chunk, a power of two ≥ 8; short inputs use
         :func:`effective_chunk`.
-      interpret: ``None`` (compiled on GPU/TPU, interpreted on CPU), ``True``, ``False`` or
-        ``"tpu"`` (TPU simulator, NaN-poisoned memory); see ``kernels/_platform.py``.
-      schedule: ``"grid"``, ``"loop"`` or None (:func:`default_schedule`); module docstring.
+      interpret: ``None`` (compiled for a GPU/TPU target, interpreted for a CPU one), ``True``,
+        ``False`` or ``"tpu"`` (TPU simulator, NaN-poisoned memory); see
+        ``kernels/_platform.py``.
+      schedule: ``"grid"``, ``"loop"`` or None (:func:`default_schedule` of the target);
+        module docstring.
 
     Returns:
       (o ``[B, T, H, V]`` in q's dtype, final state ``[B, H, K, V]`` float32 or None).
@@ -520,8 +530,9 @@ def gla_pallas(
     per_channel = _checks.check_gate("g", g, q)
     _checks.check_state(initial_state, q, v)
     _checks.check_chunk_size(chunk_size, supports_chunk_size, CHUNK_RULE)
-    _platform.resolve_interpret(interpret)  # validates
-    schedule = default_schedule() if schedule is None else schedule
+    platform = _platform.backend(q)  # the target: compile_target, mesh, q's sharding, default
+    _platform.resolve_interpret(interpret, platform)  # validates
+    schedule = default_schedule(platform) if schedule is None else schedule
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {list(SCHEDULES)} or None; got {schedule!r}")
     scale = _checks.resolve_scale(scale, dk)
@@ -542,7 +553,7 @@ def gla_pallas(
         _to_kernel(q, t_pad, kp), _to_kernel(k, t_pad, kp), _to_kernel(v, t_pad, vp),
         _to_kernel(g, t_pad, gp), s0,
     )  # fmt: skip
-    cfg = _Config(scale, c, g.shape[-1] != 1, interpret, schedule)
+    cfg = _Config(scale, c, g.shape[-1] != 1, interpret, schedule, platform)
     o, s_final = shard_batch_heads(functools.partial(_gla_core, cfg=cfg), *args)
     o = jnp.swapaxes(o[:, :, :t, :dv], 1, 2)
     if not output_final_state:

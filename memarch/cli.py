@@ -1,4 +1,5 @@
-"""``memarch`` command line: ``train``, ``eval``, ``ablate``, ``data`` and ``demo``.
+"""``memarch`` command line: ``train``, ``eval``, ``ablate``, ``data``, ``compile``, ``convert``
+and ``demo``.
 
 memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learning_rate=1e-3
 memarch train --config configs/mqar_attention.py --workdir runs/attn --resume   # after a stop
@@ -13,6 +14,9 @@ memarch eval  --checkpoint runs/lm --needle-text 'corpus/*.txt' --lengths 512,10
 memarch ablate --config configs/mqar_hybrid.py --grid model.pattern=LA,AA --grid seed=0,1 \
     --out runs/ablate_hybrid [--workers 2] [key.sub=value ...]
 memarch data prepare 'corpus/*.jsonl' --text-field text --tokenizer tok/ --out data/corpus
+memarch compile --config configs/lm_340m_hybrid.py --topology v5e:16x16 [--step-time 0.5]
+memarch convert from-fla ckpt/gla-340M runs/gla   # an fla checkpoint -> a run directory
+memarch convert to-fla runs/gla out/gla-fla        # and back (fla's AutoModelForCausalLM loads it)
 memarch demo
 memarch --debug train …   # a user error with its traceback (also: MEMARCH_DEBUG=1)
 
@@ -26,9 +30,11 @@ import argparse
 import dataclasses
 import os
 import sys
-from pathlib import Path
 
 from memarch.ablate import load_grid_file, parse_grid_args, run_grid, write_report
+from memarch.compile import STEPS, check_fits, compile_config
+from memarch.compile import write_report as write_compile_report
+from memarch.convert import export_fla, import_fla
 from memarch.data.extraction import read_extraction
 from memarch.data.needle_text import TextNeedleConfig, load_haystack
 from memarch.data.prepare import main as prepare_main
@@ -41,10 +47,12 @@ from memarch.eval.needle_text import evaluate_needle_grid, needle_grid_table, wr
 from memarch.eval.periodic import evaluate_config, periodic_evaluation
 from memarch.eval.recall import baselines, evaluate_task, recall_table, task_data
 from memarch.eval.text import text_report
+from memarch.kernels import choose_platform
 from memarch.train.config import apply_overrides, load_config
 from memarch.train.run_dir import load_run_config, restore_run_params
 from memarch.train.setup import build_model
 from memarch.train.trainer import train
+from memarch.train.workdir import as_path
 
 RESUME_CHOICES = {"latest": True, "auto": "auto"}  # --resume[=auto] -> train(resume=...)
 
@@ -241,7 +249,8 @@ def _needle_text_eval(args) -> int:
         "examples per cell:"
     )
     print(needle_grid_table(result))
-    png = write_needle_heatmap(result, Path(run_dir) / "eval" / f"needle_text_{config.family}.png")
+    png_path = as_path(run_dir) / "eval" / f"needle_text_{config.family}.png"
+    png = write_needle_heatmap(result, png_path)
     print(f"wrote {png} ({result.wall_time_s:.1f} s)")
     return 0
 
@@ -280,6 +289,33 @@ def _cmd_ablate(args) -> int:
             print(f"{name}: {run.failed[name].splitlines()[0]}", file=sys.stderr)
         print(f"failed cells (re-run to retry): {sorted(run.failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_compile(args) -> int:
+    """Compiles the config's steps for ``--topology`` and writes the report into the run
+    directory; a step that does not fit the chip's HBM is a user error (after the report)."""
+    cfg = apply_overrides(load_config(args.config, tiny=args.tiny), args.overrides)
+    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    report = compile_config(cfg, args.topology, steps=steps, log=print)
+    md, _ = write_compile_report(report, args.workdir or f"runs/{cfg.name}", args.step_time)
+    print(md.read_text(), end="")
+    print(f"report: {md} (and .json)")
+    check_fits(report)
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    """fla checkpoint -> memarch run directory (from-fla), or back (to-fla)."""
+    if args.direction == "from-fla":
+        cfg = import_fla(args.src, args.out)
+        print(
+            f"wrote run directory {args.out}: {len(cfg.model.layer_names())} layers "
+            f"{','.join(cfg.model.layer_names())}, tokenizer {cfg.data.tokenizer}"
+        )
+    else:
+        config = export_fla(args.src, args.out)
+        print(f"wrote fla checkpoint {args.out}: model_type {config['model_type']}")
     return 0
 
 
@@ -428,6 +464,39 @@ def build_parser() -> argparse.ArgumentParser:
         "args", nargs=argparse.REMAINDER, help="its arguments (memarch data prepare --help)"
     )
     dp.set_defaults(func=_cmd_data)
+    c = sub.add_parser(
+        "compile",
+        help="compile the train/eval/decode steps for a TPU topology on this host; report "
+        "memory per chip, FLOPs, MFU bound, collectives and sharding warnings",
+    )
+    c.add_argument("--config", required=True, help="a configs/*.py file with get_config()")
+    c.add_argument("--topology", required=True, help="TPU topology, e.g. v5e:16x16, v4:4x4x4")
+    c.add_argument("--workdir", help="where the report goes (default runs/<name>)")
+    c.add_argument("--tiny", action="store_true", help="the config's tiny CPU variant")
+    c.add_argument(
+        "--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}"
+    )
+    c.add_argument(
+        "--step-time",
+        type=float,
+        help="seconds per train step for the MFU bound (default: XLA's estimate)",
+    )
+    c.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
+    c.set_defaults(func=_cmd_compile)
+    cv = sub.add_parser(
+        "convert",
+        help="fla (flash-linear-attention, Hugging Face format) checkpoint <-> memarch run "
+        "directory (docs/convert.md)",
+    )
+    cv.add_argument(
+        "direction",
+        choices=["from-fla", "to-fla"],
+        help="from-fla: SRC is an fla checkpoint directory, OUT a new run directory; to-fla: "
+        "SRC is a run directory, OUT the fla checkpoint directory",
+    )
+    cv.add_argument("src", help="source directory")
+    cv.add_argument("out", help="output directory")
+    cv.set_defaults(func=_cmd_convert)
     d = sub.add_parser("demo", help="MQAR: attention vs linear attention vs hybrid (CPU)")
     d.add_argument("--out", default="runs/demo", help="output folder (table, plot, runs)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -453,7 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand. A user error (:mod:`memarch.errors`: a rejected config field,
     override, file or path) prints one or two lines ``memarch CMD: error: …`` naming the field,
     file (and line) or path, and returns 2; with ``--debug`` or ``MEMARCH_DEBUG=1`` it is
-    raised with its traceback. Any other exception is a bug and keeps its traceback."""
+    raised with its traceback. Any other exception is a bug and keeps its traceback.
+
+    JAX runs on the CPU unless an accelerator is attached or ``JAX_PLATFORMS`` says otherwise
+    (:func:`memarch.kernels.choose_platform`): no start-up probe for an absent TPU."""
+    choose_platform()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

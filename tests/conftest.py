@@ -26,6 +26,11 @@ import sentencepiece as spm
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 # (set before any test module imports JAX; numpy, tokenizers and sentencepiece above do not)
+# The suite runs on the CPU (JAX_PLATFORMS=cpu, inherited by workers and spawned processes):
+# with libtpu installed (dev extra) an unset platform makes JAX probe for a TPU at start-up,
+# slowly and with a page of libtpu errors. TPU compile tests ask for topologies on purpose
+# (memarch.kernels.tpu_topology_devices). On a GPU/TPU host: JAX_PLATFORMS=cuda (or tpu) pytest.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if os.environ.get("MEMARCH_TEST_XLA_OPTIMIZE") != "1":
     os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # One persistent compilation cache per test run, made by the first pytest process (the xdist

@@ -32,6 +32,8 @@ ENTRY_POINTS = [
     "memarch.layers",
     "memarch.kvcache",
     "memarch.ablate",
+    "memarch.compile",
+    "memarch.convert",
     "memarch.cli",
     "memarch.demo",
     "memarch.kernels",
@@ -52,6 +54,8 @@ RANKS = {
     "models": 5,
     "train": 6,
     "eval": 7,
+    "compile": 7,  # ahead-of-time compilation for TPU topologies (memarch compile)
+    "convert": 7,  # fla (Hugging Face) checkpoints <-> memarch run directories (memarch convert)
     "ablate": 8,
     "demo": 8,
     "cli": 9,

@@ -28,10 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from etils import epath
 from lm_eval.api.model import LM as HarnessLM
 from lm_eval.api.registry import register_model
 
 from memarch.eval.lm_session import LMSession
+from memarch.train.workdir import as_path
 
 DEFAULT_MAX_GEN_TOKS = 256  # the harness's own default for generate_until
 
@@ -206,9 +208,10 @@ def results_table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def write_results(results: dict, run_dir: str | Path) -> Path:
-    """``results`` as ``RUN_DIR/eval/lm_eval-<UTC time>.json`` (JSON-able parts only)."""
-    out = Path(run_dir) / "eval"
+def write_results(results: dict, run_dir: str | Path) -> epath.Path:
+    """``results`` as ``RUN_DIR/eval/lm_eval-<UTC time>.json`` (JSON-able parts only); the run
+    directory may be an object-store URL (:func:`memarch.train.workdir.as_path`)."""
+    out = as_path(run_dir) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"lm_eval-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.json"
     keep = {

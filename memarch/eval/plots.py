@@ -4,11 +4,15 @@ Recall accuracy per slice (:func:`plot_slice_accuracy`, grouped bars), and the
 continual-forgetting plots of ``docs/continual_forgetting.md`` §Plots: the lower-triangular
 accuracy matrix, per-task accuracy against step with task boundaries and the min-ACC level,
 retention against lag on a log x-axis, and the needle depth × length heatmap. Every function
-writes ``path`` and returns it (as a :class:`~pathlib.Path`).
+writes ``path`` and returns it (as a :class:`~pathlib.Path`). The plots a command writes into a
+run directory (the continual-forgetting plots, the needle heatmap) also accept an object-store
+URL (``gs://bucket/run/eval/x.png``, :mod:`memarch.train.workdir`), returned as an
+``etils.epath.Path``.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from memarch.eval.cl_metrics import min_accuracy
+from memarch.train.workdir import as_path, is_url
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -33,9 +38,16 @@ def subplots(width: float, height: float, nrows: int = 1, ncols: int = 1, **kwar
 
 
 def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    if is_url(path):  # matplotlib writes local files only: render, then write the object
+        png = io.BytesIO()
+        fig.savefig(png, dpi=120, format="png")
+        target = as_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png.getvalue())
+        return target
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")
     return path
 

@@ -12,7 +12,11 @@ ACTIVATIONS = ("silu", "identity")
 
 
 class ShortConv(nnx.Module):
-    """Causal depthwise conv over time: ``y_t = act(Σ_{j<W} w_j ⊙ x_{t−j})``.
+    """Causal depthwise conv over time: ``y_t = act(Σ_{j<W} w_j ⊙ x_{t−j} [+ b])``.
+
+    ``weight [W, C]``: row j multiplies the input j steps back (row 0 the current token).
+    ``bias=True`` adds a learned per-channel bias ``b [C]`` (initialised to 0) before the
+    activation (flash-linear-attention's ``conv_bias``).
 
     Inputs before the start of a token's segment count as zero, so packed sequences never leak
     into each other. Shapes: ``x [B, T, C] -> y [B, T, C]``; the decode cache holds the last
@@ -20,7 +24,13 @@ class ShortConv(nnx.Module):
     """
 
     def __init__(
-        self, channels: int, kernel_size: int = 4, *, activation: str = "silu", rngs: nnx.Rngs
+        self,
+        channels: int,
+        kernel_size: int = 4,
+        *,
+        activation: str = "silu",
+        bias: bool = False,
+        rngs: nnx.Rngs,
     ):
         if kernel_size < 1:
             raise ValueError(f"short conv kernel_size must be >= 1; got {kernel_size}")
@@ -34,6 +44,7 @@ class ShortConv(nnx.Module):
         self.weight = nnx.Param(
             jax.random.uniform(rngs.params(), (kernel_size, channels), jnp.float32, -bound, bound)
         )
+        self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32)) if bias else None
 
     def init_cache(self, batch_size: int, dtype) -> jax.Array:
         return jnp.zeros((batch_size, self.kernel_size - 1, self.weight.shape[1]), dtype)
@@ -65,6 +76,8 @@ class ShortConv(nnx.Module):
             if segment_ids is not None:
                 shifted = jnp.where((pos >= j)[..., None], shifted, 0)
             y = y + shifted * weight[j]
+        if self.bias is not None:
+            y = y + self.bias[...].astype(x.dtype)
         if self.activation == "silu":
             y = jax.nn.silu(y)
         return y, xp[:, t:, :] if w > 1 else xp[:, :0, :]

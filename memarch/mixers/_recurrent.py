@@ -34,10 +34,26 @@ class RecurrentConfig:
     output_gate: bool = True  # o_proj(RMSNorm(o) ⊙ silu(W_g x)) instead of o_proj(RMSNorm(o))
     impl: str = "auto"  # op implementation for sequences: naive | chunk | pallas | auto
     chunk_size: int = 64  # chunk length of the chunked op
+    norm_eps: float = 1e-6  # epsilon of the output RMSNorm (flash-linear-attention layers: 1e-5)
+    conv_bias: bool = False  # a learned per-channel bias in the short conv (fla's conv_bias)
+    # with short_conv = 0: SiLU on v, as the conv's activation would give (fla's DeltaNet, Gated
+    # DeltaNet and MoM do this; q and k get SiLU from the DeltaNet feature map either way)
+    silu_v: bool = False
+    # heads of q and k (None = num_heads); each q/k head is shared by num_heads / qk_heads
+    # consecutive value heads (fla's Gated DeltaNet with num_v_heads > num_heads)
+    qk_heads: int | None = None
 
     def __post_init__(self):
+        if self.qk_heads is not None and (
+            isinstance(self.qk_heads, bool)
+            or not isinstance(self.qk_heads, int)
+            or self.qk_heads < 1
+        ):
+            raise ValueError(f"qk_heads must be a positive int or None; got {self.qk_heads!r}")
         if self.short_conv < 0:
             raise ValueError(f"short_conv must be >= 0 (0 disables); got {self.short_conv}")
+        if isinstance(self.norm_eps, bool) or not self.norm_eps > 0:
+            raise ValueError(f"norm_eps must be a float > 0; got {self.norm_eps!r}")
         if self.expand_v <= 0:
             raise ValueError(f"expand_v must be > 0; got {self.expand_v}")
         check_impl(self.impl, IMPLS)
@@ -89,27 +105,48 @@ class RecurrentMixer(nnx.Module):
         self.d_model = d_model
         self.num_heads = num_heads
         self.key_dim, self.value_dim = head_dims(config, d_model, num_heads)
+        self.qk_heads = config.qk_heads or num_heads
+        if num_heads % self.qk_heads:
+            raise ValueError(
+                f"qk_heads ({self.qk_heads}) must divide num_heads ({num_heads}): each q/k head "
+                "is shared by num_heads / qk_heads value heads"
+            )
         h, dk, dv = num_heads, self.key_dim, self.value_dim
-        self.q_proj = nnx.Linear(d_model, h * dk, use_bias=False, rngs=rngs)
+        hq = self.qk_heads
+        self.q_proj = nnx.Linear(d_model, hq * dk, use_bias=False, rngs=rngs)
         self.k_proj = (
-            nnx.Linear(d_model, h * dk, use_bias=False, rngs=rngs) if self.has_key_proj else None
+            nnx.Linear(d_model, hq * dk, use_bias=False, rngs=rngs) if self.has_key_proj else None
         )
         self.v_proj = nnx.Linear(d_model, h * dv, use_bias=False, rngs=rngs)
         self.conv = (
-            ShortConv(self.conv_channels, config.short_conv, rngs=rngs)
+            ShortConv(
+                self.conv_channels,
+                config.short_conv,
+                activation=self.conv_activation,
+                bias=config.conv_bias,
+                rngs=rngs,
+            )
             if config.short_conv
             else None
         )
         if config.output_gate:
             self.g_proj = nnx.Linear(d_model, h * dv, use_bias=False, rngs=rngs)
-            self.o_norm = GatedRMSNorm(dv, rngs=rngs)
+            self.o_norm = GatedRMSNorm(self.norm_dim, eps=config.norm_eps, rngs=rngs)
         else:
-            self.o_norm = RMSNorm(dv, rngs=rngs)
+            self.o_norm = RMSNorm(self.norm_dim, eps=config.norm_eps, rngs=rngs)
         self.o_proj = nnx.Linear(h * dv, d_model, use_bias=False, rngs=rngs)
 
     # --- what subclasses define -------------------------------------------------------------
     # False: the mixer derives its keys from its gates (HGRN2) and has no key projection.
     has_key_proj: bool = True
+    # the short conv's activation (HGRN2's fla layout convolves without one)
+    conv_activation: str = "silu"
+
+    @property
+    def norm_dim(self) -> int:
+        """Width the output RMSNorm normalises over: one head's value width ``V`` (subclasses
+        may normalise all heads together, ``H·V``)."""
+        return self.value_dim
 
     def feature_map(self, q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Maps q, k ``[..., H, K]`` before the op (identity by default)."""
@@ -146,12 +183,12 @@ class RecurrentMixer(nnx.Module):
     @property
     def conv_channels(self) -> int:
         """Width C of the short conv's input ``q | k | v``: ``H·(2K + V)``, or ``H·(K + V)``
-        without a key projection."""
+        without a key projection (``H_qk·2K + H·V`` with ``qk_heads``)."""
         nk = 2 if self.has_key_proj else 1
-        return self.num_heads * (nk * self.key_dim + self.value_dim)
+        return self.qk_heads * nk * self.key_dim + self.num_heads * self.value_dim
 
     def query(self, x: jax.Array) -> jax.Array:
-        """``x [B, T, D] -> q [B, T, H·K]`` (before the conv)."""
+        """``x [B, T, D] -> q [B, T, H_qk·K]`` (before the conv; H_qk = qk_heads or H)."""
         return self.q_proj(x)
 
     def keys_values(self, x: jax.Array) -> jax.Array:
@@ -163,12 +200,18 @@ class RecurrentMixer(nnx.Module):
     def split_heads(self, qkv: jax.Array) -> tuple[jax.Array, jax.Array | None, jax.Array]:
         """Conv output ``[..., C]`` -> ``q [..., H, K]``, ``k [..., H, K]`` (None without a
         key projection), ``v [..., H, V]``."""
-        h, dk, dv = self.num_heads, self.key_dim, self.value_dim
+        h, dk, dv, hq = self.num_heads, self.key_dim, self.value_dim, self.qk_heads
         lead = qkv.shape[:-1]
         nk = 2 if self.has_key_proj else 1
-        q, k, v = jnp.split(qkv, [h * dk, nk * h * dk], axis=-1)
-        k = k.reshape(*lead, h, dk) if self.has_key_proj else None
-        return q.reshape(*lead, h, dk), k, v.reshape(*lead, h, dv)
+        q, k, v = jnp.split(qkv, [hq * dk, nk * hq * dk], axis=-1)
+        if self.conv is None and self.config.silu_v:
+            v = jax.nn.silu(v)
+        q = jnp.repeat(q.reshape(*lead, hq, dk), h // hq, axis=-2)
+        if self.has_key_proj:
+            k = jnp.repeat(k.reshape(*lead, hq, dk), h // hq, axis=-2)
+        else:
+            k = None
+        return q, k, v.reshape(*lead, h, dv)
 
     def prepare(self, x, q, k, v):
         """``(x [B,T,D], q [B,T,H,K], k [B,T,H,K] | None, v [B,T,H,V]) -> (q, k, v, gates)``:
@@ -223,11 +266,14 @@ class RecurrentMixer(nnx.Module):
 
     def output(self, x: jax.Array, o: jax.Array) -> jax.Array:
         """Output head: ``o [B, T, H, V] -> o_proj(RMSNorm(o) ⊙ silu(W_g x)) [B, T, D]``
-        (``o_proj(RMSNorm(o))`` without the output gate); RMSNorm per head."""
+        (``o_proj(RMSNorm(o))`` without the output gate); RMSNorm per head, or over all heads
+        together when :attr:`norm_dim` is ``H·V``."""
         b, t, _ = x.shape
         h, dv = self.num_heads, self.value_dim
+        shape = (b, t, h, dv) if self.norm_dim == dv else (b, t, h * dv)
+        o = o.reshape(shape)
         if self.config.output_gate:
-            o = self.o_norm(o, self.g_proj(x).reshape(b, t, h, dv))
+            o = self.o_norm(o, self.g_proj(x).reshape(shape))
         else:
             o = self.o_norm(o)
         return self.o_proj(o.reshape(b, t, h * dv))

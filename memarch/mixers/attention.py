@@ -32,8 +32,21 @@ class AttentionConfig:
     qk_norm: bool = False  # RMSNorm on q and k per head (before RoPE)
     window: int | None = None  # keys each query sees (itself included); None = all
     short_conv: int = 0  # causal depthwise conv (kernel size) on q, k, v; 0 disables
+    num_heads: int | None = None  # query heads of this layer; None = the model's num_heads
+    qkv_bias: bool = False  # learned biases on the q, k and v projections
+    norm_eps: float = 1e-6  # epsilon of the q/k RMSNorm (qk_norm); fla's attention uses 1e-5
 
     def __post_init__(self):
+        if self.num_heads is not None and (
+            isinstance(self.num_heads, bool)
+            or not isinstance(self.num_heads, int)
+            or self.num_heads <= 0
+        ):
+            raise ValueError(
+                f"num_heads must be a positive int or None (the model's); got {self.num_heads!r}"
+            )
+        if isinstance(self.norm_eps, bool) or not self.norm_eps > 0:
+            raise ValueError(f"norm_eps must be a float > 0; got {self.norm_eps!r}")
         if self.short_conv < 0:
             raise ValueError(f"short_conv must be >= 0 (0 disables); got {self.short_conv}")
         if self.window is not None and (not isinstance(self.window, int) or self.window <= 0):
@@ -95,6 +108,7 @@ class Attention(nnx.Module):
     """Causal softmax attention (MHA/GQA) with RoPE and a KV cache; see module docstring."""
 
     def __init__(self, config: AttentionConfig, *, d_model: int, num_heads: int, rngs: nnx.Rngs):
+        num_heads = config.num_heads or num_heads
         self.config = config
         self.d_model = d_model
         self.num_heads = num_heads
@@ -111,13 +125,14 @@ class Attention(nnx.Module):
         if config.rope and self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim; got {self.head_dim}")
         hd, hkv = self.head_dim, self.num_kv_heads
-        self.q_proj = nnx.Linear(d_model, num_heads * hd, use_bias=False, rngs=rngs)
-        self.k_proj = nnx.Linear(d_model, hkv * hd, use_bias=False, rngs=rngs)
-        self.v_proj = nnx.Linear(d_model, hkv * hd, use_bias=False, rngs=rngs)
+        bias = config.qkv_bias
+        self.q_proj = nnx.Linear(d_model, num_heads * hd, use_bias=bias, rngs=rngs)
+        self.k_proj = nnx.Linear(d_model, hkv * hd, use_bias=bias, rngs=rngs)
+        self.v_proj = nnx.Linear(d_model, hkv * hd, use_bias=bias, rngs=rngs)
         self.o_proj = nnx.Linear(num_heads * hd, d_model, use_bias=False, rngs=rngs)
         if config.qk_norm:
-            self.q_norm = RMSNorm(hd, rngs=rngs)
-            self.k_norm = RMSNorm(hd, rngs=rngs)
+            self.q_norm = RMSNorm(hd, eps=config.norm_eps, rngs=rngs)
+            self.k_norm = RMSNorm(hd, eps=config.norm_eps, rngs=rngs)
         self.conv = (
             ShortConv((num_heads + 2 * hkv) * hd, config.short_conv, rngs=rngs)
             if config.short_conv

@@ -275,6 +275,10 @@ class MoM(nnx.Module):
             raise ValueError(
                 f"base must name a RecurrentMixer (a matrix-memory mixer); got {config.base!r}"
             )
+        if getattr(self.base.config, "normalize", False):
+            raise ValueError(
+                "base_options normalize=True (a normalised read) is not supported in MoM"
+            )
         names = self.base.memory_params()
         for name in names:  # the write parameters live in self.memories, one copy per memory
             setattr(self.base, name, None)

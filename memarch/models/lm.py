@@ -18,6 +18,15 @@ The sizes are checked when the config is made too (``d_model``, ``num_heads``, `
 ``mlp_hidden``, ``num_layers``, ``ratio``: ints of at least 1, 1, 2, 0, 1, 0; ``norm_eps > 0``),
 and :meth:`LMConfig.layer_names` refuses a ``num_layers`` that disagrees with the pattern's
 length (leave it None: it is derived from the pattern).
+
+**Activation checkpointing** (``remat``) trades compute for memory in training: with
+``"full"`` each block is wrapped in ``nnx.remat`` (``jax.checkpoint``), so the backward pass
+keeps only each block's input and recomputes its activations; with ``"dots"`` the policy
+``jax.checkpoint_policies.dots_with_no_batch_dims_saveable`` keeps the results of matmuls
+without batch dimensions (the projections and the MLP) and recomputes the rest (norms, gates,
+attention scores, recurrences). Outputs and gradients are unchanged (up to float rounding);
+the parameters too, so a run may resume with another ``remat``. Decoding with a cache never
+rematerialises (there is no backward pass).
 """
 
 from __future__ import annotations
@@ -63,6 +72,14 @@ def _mixer_options(mixers_field: Any) -> dict[str, Any]:
         else:
             out[name] = build_options(cls, options, where=f"model.mixers.{name}")
     return out
+
+
+# model.remat -> the jax.checkpoint policy of each block (None: save nothing but its input)
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,  # (unused) no nnx.remat: every activation kept for the backward pass
+    "full": None,  # nnx.remat without a policy: only the block's input is kept
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 # field -> (smallest accepted value, None accepted): the sizes of an LMConfig
@@ -122,9 +139,14 @@ class LMConfig:
     # layer index -> {option: value} overriding the per-name options of that layer's mixer
     layers: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
     norm_eps: float = 1e-6  # RMSNorm epsilon
+    remat: str = "none"  # activation checkpointing per block: none | full | dots (module doc)
 
     def __post_init__(self):
         _check_sizes(self)
+        if not isinstance(self.remat, str) or self.remat not in REMAT_POLICIES:
+            raise ConfigError(
+                f"model.remat must be one of {list(REMAT_POLICIES)}; got {self.remat!r}"
+            )
         object.__setattr__(self, "mixers", _mixer_options(self.mixers))
         if not isinstance(self.layers, dict):
             raise ValueError(
@@ -212,6 +234,10 @@ class Block(nnx.Module):
         return x, cache
 
 
+def _call_block(block: Block, x: jax.Array, cache: Any, segment_ids: jax.Array | None):
+    return block(x, cache=cache, segment_ids=segment_ids)
+
+
 class LM(nnx.Module):
     """Causal LM; ``__call__(tokens [B, T], *, cache, segment_ids) -> (logits [B, T, V], cache)``.
 
@@ -235,6 +261,7 @@ class LM(nnx.Module):
                 for i, n in enumerate(self.layer_names)
             ]
         )
+        self.remat = config.remat
         self.final_norm = RMSNorm(config.d_model, eps=config.norm_eps)
         self.head = (
             None
@@ -258,8 +285,11 @@ class LM(nnx.Module):
             raise ValueError(f"cache must hold {len(self.blocks)} layer caches; got {len(cache)}")
         x = self.embed(tokens)
         new_cache = [] if cache is not None else None
+        run_block = _call_block
+        if self.remat != "none" and cache is None:
+            run_block = nnx.remat(_call_block, policy=REMAT_POLICIES[self.remat])
         for i, block in enumerate(self.blocks):
-            x, c = block(x, cache=None if cache is None else cache[i], segment_ids=segment_ids)
+            x, c = run_block(block, x, None if cache is None else cache[i], segment_ids)
             if new_cache is not None:
                 new_cache.append(c)
         x = self.final_norm(x)

@@ -351,7 +351,7 @@ def decay_attention(
     _checks.check_segment_ids(segment_ids, q)
     _checks.check_chunk_size(block_size)
     check_window(window)
-    impl = resolve_impl(impl, flash_kernel, chunk_size=block_size, segment_ids=segment_ids)
+    impl = resolve_impl(impl, flash_kernel, chunk_size=block_size, segment_ids=segment_ids, x=q)
     scale = _checks.resolve_scale(scale, d)
     qg = q.reshape(b, t, hkv, h // hkv, d)
     pos = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))

@@ -51,14 +51,21 @@ def check_impl(impl: str, accepted: Sequence[str] = IMPLS, *, what: str = "impl"
 
 
 def resolve_impl(
-    impl: str, kernel: ChunkKernel, *, chunk_size: int, segment_ids: jax.Array | None
+    impl: str,
+    kernel: ChunkKernel,
+    *,
+    chunk_size: int,
+    segment_ids: jax.Array | None,
+    x: jax.Array | None = None,
 ) -> str:
     """The implementation that runs: ``"naive"``, ``"chunk"`` or ``"pallas"``.
 
     ``"naive"`` and ``"chunk"`` run as given. ``"pallas"`` raises ValueError for a chunk size
     the kernel does not take and falls back to ``"chunk"`` with ``segment_ids`` when the kernel
     does not pack sequences. ``"auto"`` is ``"pallas"`` where that would run unchanged on a
-    backend in :data:`AUTO_PALLAS_BACKENDS`, ``"chunk"`` otherwise. ``chunk_size`` is assumed
+    backend in :data:`AUTO_PALLAS_BACKENDS`, ``"chunk"`` otherwise; the backend is the target the
+    call compiles for (``memarch.kernels`` target rules: an explicit target, the current mesh, or
+    the sharding of the op's input ``x``). ``chunk_size`` is assumed
     to be a positive int (the op checks that once); the kernel's own rule is checked here.
     """
     check_impl(impl)
@@ -68,6 +75,6 @@ def resolve_impl(
     if impl == "pallas":
         _checks.check_chunk_size(chunk_size, kernel.supports_chunk_size, kernel.CHUNK_RULE)
         return "pallas" if kernel_takes_segments else "chunk"
-    on_device = _platform.backend() in AUTO_PALLAS_BACKENDS
+    on_device = _platform.backend(*([] if x is None else [x])) in AUTO_PALLAS_BACKENDS
     applies = kernel_takes_segments and kernel.supports_chunk_size(chunk_size)
     return "pallas" if on_device and applies else "chunk"

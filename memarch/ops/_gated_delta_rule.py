@@ -93,7 +93,7 @@ def gated_delta_rule(
     _checks.check_state(initial_state, q, v)
     _checks.check_segment_ids(segment_ids, q)
     _checks.check_chunk_size(chunk_size)
-    impl = resolve_impl(impl, delta_kernel, chunk_size=chunk_size, segment_ids=segment_ids)
+    impl = resolve_impl(impl, delta_kernel, chunk_size=chunk_size, segment_ids=segment_ids, x=q)
     s = _checks.resolve_scale(scale, dk)
     if impl == "pallas":
         return delta_kernel.gated_delta_rule_pallas(

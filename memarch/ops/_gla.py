@@ -97,7 +97,7 @@ def gla(
     _checks.check_state(initial_state, q, v)
     _checks.check_segment_ids(segment_ids, q)
     _checks.check_chunk_size(chunk_size)
-    impl = resolve_impl(impl, gla_kernel, chunk_size=chunk_size, segment_ids=segment_ids)
+    impl = resolve_impl(impl, gla_kernel, chunk_size=chunk_size, segment_ids=segment_ids, x=q)
     scale = _checks.resolve_scale(scale, dk)
 
     if impl == "pallas":

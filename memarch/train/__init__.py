@@ -1,5 +1,6 @@
 """Typed configs, device mesh and sharding rules, optimiser, jit-compiled steps, orbax
-checkpoints, metric writers and the training loop."""
+checkpoints, metric writers, profiler traces and the training loop; run directories may be
+local folders or bucket URLs (:mod:`memarch.train.workdir`)."""
 
 from memarch.train.config import (
     CheckpointConfig,
@@ -7,6 +8,7 @@ from memarch.train.config import (
     DistributedConfig,
     MeshConfig,
     OptimConfig,
+    ProfileConfig,
     TrainConfig,
     apply_overrides,
     load_config,
@@ -19,6 +21,7 @@ __all__ = [
     "DistributedConfig",
     "MeshConfig",
     "OptimConfig",
+    "ProfileConfig",
     "TrainConfig",
     "TrainResult",
     "apply_overrides",

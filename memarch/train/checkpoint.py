@@ -15,7 +15,11 @@ Each checkpoint ``<dir>/<step>/`` holds two items:
 **Saving.** Saves are asynchronous (the arrays are copied off the device, then written by a
 background thread). orbax writes each checkpoint into a temporary directory and renames it
 when complete, so a run killed mid-save leaves only a temporary directory, which
-:func:`checkpoint_steps` ignores and the next manager removes. A finished save is read back
+:func:`checkpoint_steps` ignores and the next manager removes. On an object store
+(``gs://``), which cannot rename, orbax writes into ``<step>/`` and marks it complete with
+``commit_success.txt`` last; :func:`checkpoint_steps` counts only completed steps either way.
+The directory may be a local folder or a URL (``etils.epath``,
+:func:`memarch.train.workdir.as_path`). A finished save is read back
 and verified (checksums and finiteness) at the next save or at :meth:`Checkpointer.wait`;
 only then does rotation delete older checkpoints: the ``keep`` newest *verified*
 checkpoints stay (orbax's own ``max_to_keep`` would delete the last good checkpoint as soon
@@ -32,14 +36,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from memarch.train.config import CheckpointConfig
 from memarch.train.integrity import CHECKSUM_KEY, nonfinite_arrays, sign_record, verify_record
+from memarch.train.workdir import PathLike, as_path
 
 REJECTED_SUFFIX = ".rejected"  # a checkpoint set aside by a resume that fell back past it
 
@@ -48,18 +53,23 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or fails verification (``step``, ``directory`` and
     ``reason`` name which and why)."""
 
-    def __init__(self, step: int, directory: Path, reason: str):
-        self.step, self.directory, self.reason = step, Path(directory), reason
+    def __init__(self, step: int, directory: PathLike, reason: str):
+        self.step, self.directory, self.reason = step, as_path(directory), reason
         super().__init__(f"checkpoint {step} in {directory}: {reason}")
 
 
-def checkpoint_steps(directory: str | Path) -> list[int]:
-    """Steps of the complete (renamed, non-temporary) checkpoints in ``directory``, ascending;
-    reads the directory listing only (no orbax manager, nothing written)."""
-    path = Path(directory)
+def checkpoint_steps(directory: PathLike) -> list[int]:
+    """Steps of the complete checkpoints in ``directory``, ascending: folders named by a step,
+    renamed from their temporary name (local) or holding orbax's commit marker (``gs://``);
+    reads the directory only (no orbax manager, nothing written)."""
+    path = as_path(directory)
     if not path.is_dir():
         return []
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(
+        int(p.name)
+        for p in path.iterdir()
+        if p.name.isdigit() and p.is_dir() and ocp.path.step.is_path_finalized(p)
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -102,13 +112,13 @@ class Checkpointer:
 
     def __init__(
         self,
-        directory: str | Path,
+        directory: PathLike,
         cfg: CheckpointConfig,
         *,
         log: Callable[[str], None] | None = None,
         read_only: bool = False,
     ):
-        self.directory = Path(directory).absolute()
+        self.directory = as_path(directory)
         self.keep = cfg.keep
         self.log = log  # where a save that fails its read-back is reported
         self.read_only = read_only  # restore only: no directory created, no temp dir removed
@@ -211,7 +221,7 @@ class Checkpointer:
             f"no checkpoint verifies ({reasons})",
         )
 
-    def set_aside(self, step: int) -> Path:
+    def set_aside(self, step: int) -> epath.Path:
         """Renames checkpoint ``step`` to ``<step>.rejected`` (kept for inspection, no longer a
         step) and returns the new path; the process-0 copy only in a multi-host job."""
         src = self.directory / str(step)

@@ -98,6 +98,14 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProfileConfig:
+    # a jax.profiler trace of steps [start_step, start_step + num_steps) is written to
+    # <workdir>/profile/ (open with `tensorboard --logdir <workdir>/profile`, Profile tab)
+    start_step: int = 1  # the first traced step (0-based; 1 skips the compiling first step)
+    num_steps: int = 0  # how many steps to trace; 0 = no profile
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     name: str = "run"  # run name (tables, plots, run directory)
     model: LMConfig = dataclasses.field(default_factory=LMConfig)  # the language model
@@ -106,6 +114,7 @@ class TrainConfig:
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)  # device mesh and sharding
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)  # hosts
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)  # orbax
+    profile: ProfileConfig = dataclasses.field(default_factory=ProfileConfig)  # jax.profiler
     batch_size: int = 64  # sequences per step (global, over all devices and hosts)
     grad_accum_steps: int = 1  # micro-batches per step (batch_size / this each)
     compute_dtype: str = "float32"  # float32 | bfloat16 (master weights stay float32)
@@ -270,6 +279,7 @@ __all__ = [
     "DistributedConfig",
     "MeshConfig",
     "OptimConfig",
+    "ProfileConfig",
     "TrainConfig",
     "apply_overrides",
     "config_to_json",

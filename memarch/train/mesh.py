@@ -11,7 +11,9 @@ of the right rank wins — so no mixer needs sharding annotations of its own. Th
 are mapped to mesh axes by ``MeshConfig.rules``. A dimension whose size the mesh axes do not
 divide is replicated instead (tiny test models). The same rules shard the optimiser state:
 Adam's moments live at paths that end in the parameter's path. The batch's leading axis is
-split over the ``batch`` rule (``data × fsdp`` by default).
+split over the ``batch`` rule (``data × fsdp`` by default). Inside the train step the weights
+are gathered over the batch axes before use (:func:`compute_shardings`), so activations are
+split over the batch only.
 """
 
 from __future__ import annotations
@@ -146,6 +148,35 @@ def tree_shardings(cfg: MeshConfig, mesh: Mesh, tree: Any) -> Any:
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
+def compute_shardings(cfg: MeshConfig, shardings: Any) -> Any:
+    """The shardings parameters are *used* with inside the step: each ``NamedSharding`` of
+    ``shardings`` without the ``batch`` rule's mesh axes (``data``, ``fsdp``), i.e. gathered
+    over the data-parallel axes and still split over ``tensor``.
+
+    Fully-sharded data parallelism stores a weight split over ``fsdp`` but must not compute
+    with it split so: the batch is split over the same axis, and in a matmul's backward pass
+    (``dx = dy · Wᵀ``) the partitioner may then keep ``W``'s ``fsdp`` split on ``dx``'s model
+    dimension, which it cannot reconcile with the batch-split residual stream except by
+    replicating the whole activation ("involuntary full rematerialization"). Constraining the
+    (cast) weights to these shardings makes the gather explicit — an all-gather per weight in
+    the forward pass, its transpose a reduce-scatter of the gradient — and every activation
+    stays split over the batch only.
+    """
+    batch_axes = set(_rules(cfg)["batch"])
+
+    def drop(spec_entry):
+        if spec_entry is None:
+            return None
+        axes = spec_entry if isinstance(spec_entry, tuple) else (spec_entry,)
+        kept = tuple(a for a in axes if a not in batch_axes)
+        return None if not kept else kept[0] if len(kept) == 1 else kept
+
+    def one(sharding):
+        return NamedSharding(sharding.mesh, P(*(drop(e) for e in sharding.spec)))
+
+    return jax.tree.map(one, shardings)
+
+
 def batch_sharding(cfg: MeshConfig, mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Leading (batch) axis over the ``batch`` rule's mesh axes, the rest replicated."""
     axes = _rules(cfg)["batch"]
@@ -165,6 +196,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 __all__ = [
     "batch_sharding",
     "check_rules",
+    "compute_shardings",
     "data_parallel_size",
     "logical_axes",
     "make_mesh",

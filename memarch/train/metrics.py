@@ -3,37 +3,77 @@
 Only process 0 of a multi-host job writes. Each logged row is one JSON line in
 ``<workdir>/metrics.jsonl`` and, with tensorboardX installed and enabled, one scalar per key
 in ``<workdir>/tensorboard/`` (``tensorboard --logdir <workdir>/tensorboard``).
+
+The workdir may be an object-store URL (:mod:`memarch.train.workdir`). tensorboardX opens its
+event file through a writer factory chosen by the URL prefix; :func:`use_epath_for_tensorboard`
+registers one per URL scheme that writes through ``etils.epath`` (its own ``gs://`` writer needs
+``google-cloud-storage`` and bypasses the path layer everything else uses), so events land in
+the same bucket as the checkpoints, rewritten whole at each flush (object stores cannot append).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import jax
+
+from memarch.train.workdir import (
+    URL_SCHEMES,
+    ObjectAppender,
+    PathLike,
+    as_path,
+    is_url,
+    open_append,
+)
+
+METRICS_FILE = "metrics.jsonl"  # the JSONL rows, in the workdir
+TENSORBOARD_DIR = "tensorboard"  # the TensorBoard event files, in the workdir
+
+
+class _EpathEventFiles:
+    """A tensorboardX writer factory (``open``, ``directory_check``) for URL logdirs."""
+
+    def open(self, path: str) -> ObjectAppender:
+        return ObjectAppender(path)
+
+    def directory_check(self, path: str) -> None:
+        as_path(path).mkdir(parents=True, exist_ok=True)
+
+
+def use_epath_for_tensorboard() -> None:
+    """Makes tensorboardX write event files of every URL logdir (``gs://``, ``s3://``, …)
+    through ``etils.epath`` (idempotent)."""
+    from tensorboardX import record_writer  # lazy: optional and heavy
+
+    factory = _EpathEventFiles()
+    for scheme in URL_SCHEMES:
+        if not isinstance(record_writer.REGISTERED_FACTORIES.get(scheme), _EpathEventFiles):
+            record_writer.register_writer_factory(scheme, factory)
 
 
 class MetricWriter:
     """Appends ``{"step": s, name: value, …}`` rows to JSONL and TensorBoard files."""
 
-    def __init__(self, workdir: str | Path | None, *, tensorboard: bool = True):
+    def __init__(self, workdir: PathLike | None, *, tensorboard: bool = True):
         self.enabled = workdir is not None and jax.process_index() == 0
         self._jsonl = None
         self._tb = None
         if not self.enabled:
             return
-        workdir = Path(workdir)
+        workdir = as_path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(workdir / "metrics.jsonl", "a")
+        self._jsonl = open_append(workdir / METRICS_FILE)
         if tensorboard:
             try:  # lazy: tensorboardX is optional and heavy, used only with tensorboard=True
                 from tensorboardX import SummaryWriter
             except ImportError:  # optional: JSONL is always written
                 SummaryWriter = None
             if SummaryWriter is not None:
-                self._tb = SummaryWriter(str(workdir / "tensorboard"))
+                if is_url(workdir):
+                    use_epath_for_tensorboard()
+                self._tb = SummaryWriter(str(workdir / TENSORBOARD_DIR))
 
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -82,4 +122,11 @@ def mfu(flops_per_step: float, step_time: float, peak_tflops: float, num_devices
     return flops_per_step / step_time / (peak_tflops * 1e12 * num_devices)
 
 
-__all__ = ["MetricWriter", "compiled_flops", "mfu"]
+__all__ = [
+    "METRICS_FILE",
+    "MetricWriter",
+    "TENSORBOARD_DIR",
+    "compiled_flops",
+    "mfu",
+    "use_epath_for_tensorboard",
+]

@@ -12,27 +12,34 @@
 
   - *structure* (``model.…``, ``data.vocab_size``, ``data.tokenizer``): the checkpoint is a
     different model (or its ids mean other tokens), so the resume is an error listing each key
-    with both values;
+    with both values — except ``model.remat`` (activation checkpointing: the same parameters,
+    computed another way), which is allowed;
   - *schedule* (``num_steps``, ``optim.learning_rate``, ``optim.warmup_steps``,
     ``optim.schedule``, ``optim.end_lr_ratio``): the learning rate at a step changes, which
     needs ``allow_schedule_change=True``;
   - anything else (logging, evaluation, checkpoint cadence, mesh, …) is allowed and listed.
+
+The work directory may be a local folder or an object-store URL (``gs://bucket/run``,
+:func:`memarch.train.workdir.as_path`); an unsupported ``scheme://`` is refused here, before
+anything is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 from memarch.train.checkpoint import checkpoint_steps
 from memarch.train.config import TrainConfig, config_to_json
+from memarch.train.metrics import METRICS_FILE
 from memarch.train.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, PARAMS_DIR
-
-METRICS_FILE = "metrics.jsonl"
+from memarch.train.workdir import PathLike, as_path
 
 STRUCTURE_KEYS = ("data.vocab_size", "data.tokenizer")  # the state's layout, or what ids mean
+MODEL_RUNTIME_KEYS = ("model.remat",)  # model fields that change how it runs, not its parameters
 SCHEDULE_KEYS = (
     "num_steps",
     "optim.learning_rate",
@@ -54,6 +61,8 @@ class ConfigChange:
     @property
     def kind(self) -> str:
         """``"structure"`` | ``"schedule"`` | ``"allowed"`` (module docstring)."""
+        if self.key in MODEL_RUNTIME_KEYS:
+            return "allowed"
         if self.key == "model" or self.key.startswith("model.") or self.key in STRUCTURE_KEYS:
             return "structure"
         if self.key in SCHEDULE_KEYS:
@@ -117,13 +126,13 @@ def check_resume_config(
 class RunPlan:
     """Where a run writes and whether it restores a checkpoint."""
 
-    run_dir: Path | None  # the run directory (a new subdirectory with new_run), or None
-    checkpoint_dir: Path | None  # its checkpoints (checkpoint.directory or run_dir/checkpoints)
+    run_dir: epath.Path | None  # the run directory (a new subdirectory with new_run), or None
+    checkpoint_dir: epath.Path | None  # checkpoint.directory or run_dir/checkpoints
     resume: bool  # restore the newest checkpoint that verifies from checkpoint_dir
     messages: tuple[str, ...]  # what was decided, for the log
 
 
-def holds_run(run_dir: Path) -> list[str]:
+def holds_run(run_dir: epath.Path) -> list[str]:
     """The entries of ``run_dir`` that show a run lives there (empty: free to use)."""
     names = (CONFIG_FILE, PARAMS_DIR, METRICS_FILE)
     found = [n for n in names if (run_dir / n).exists()]
@@ -132,7 +141,7 @@ def holds_run(run_dir: Path) -> list[str]:
     return found
 
 
-def _new_subdirectory(run_dir: Path) -> Path:
+def _new_subdirectory(run_dir: epath.Path) -> epath.Path:
     n = 2
     while (run_dir / f"run-{n}").exists():
         n += 1
@@ -141,7 +150,7 @@ def _new_subdirectory(run_dir: Path) -> Path:
 
 def plan_run(
     cfg: TrainConfig,
-    workdir: str | Path | None,
+    workdir: PathLike | None,
     *,
     resume: bool | str = False,
     new_run: bool = False,
@@ -153,13 +162,13 @@ def plan_run(
         raise ValueError(f"resume must be one of {list(RESUME_MODES)}; got {resume!r}")
     if resume and new_run:
         raise ValueError("--resume and --new-run exclude each other; choose one")
-    run_dir = Path(workdir) if workdir is not None else None
-    explicit = Path(cfg.checkpoint.directory) if cfg.checkpoint.directory else None
+    run_dir = as_path(workdir) if workdir is not None else None
+    explicit = as_path(cfg.checkpoint.directory) if cfg.checkpoint.directory else None
     if resume and run_dir is None and explicit is None:
         raise ValueError("resume needs a workdir (or checkpoint.directory) to resume from")
     messages: list[str] = []
 
-    def ckpt_dir(run: Path | None) -> Path | None:
+    def ckpt_dir(run: epath.Path | None) -> epath.Path | None:
         return explicit or (run / CHECKPOINTS_DIR if run is not None else None)
 
     checkpoints = ckpt_dir(run_dir)

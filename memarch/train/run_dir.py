@@ -10,6 +10,9 @@ A run directory holds::
 :func:`load_run` rebuilds the config and the model from ``config.json`` and the newest
 checkpoint that verifies (:func:`restore_run_params`: a named step, or ``params/`` when the
 run has no checkpoints), and says which it used.
+
+A run directory may be a local folder or an object-store URL (``gs://bucket/run``): every path
+here is an ``etils.epath.Path`` made by :func:`memarch.train.workdir.as_path`.
 """
 
 from __future__ import annotations
@@ -18,42 +21,40 @@ import dataclasses
 import json
 import typing
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 from memarch.train.checkpoint import Checkpointer, abstract_like, checkpoint_steps
 from memarch.train.config import TrainConfig, config_to_json
 from memarch.train.setup import build_model, make_setup
+from memarch.train.workdir import PathLike, as_path, write_file
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
 CHECKPOINTS_DIR = "checkpoints"
 
 
-def write_run_config(run_dir: str | Path, cfg: TrainConfig) -> Path:
+def write_run_config(run_dir: PathLike, cfg: TrainConfig) -> epath.Path:
     """Creates ``run_dir`` and writes the resolved ``cfg`` to ``run_dir/config.json``."""
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    path = run / CONFIG_FILE
-    path.write_text(config_to_json(cfg))
-    return path
+    return write_file(run_dir, CONFIG_FILE, config_to_json(cfg))
 
 
-def save_params(model: nnx.Module, path: str | Path) -> None:
-    """Saves the model's parameters with orbax (atomic: written to a temp dir, then renamed)."""
-    path = Path(path).absolute()
+def save_params(model: nnx.Module, path: PathLike) -> None:
+    """Saves the model's parameters with orbax (atomic: written to a temp dir, then renamed;
+    on ``gs://`` completed by a commit marker)."""
+    path = as_path(path)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(path, nnx.state(model, nnx.Param), force=True)
 
 
-def load_params(model: nnx.Module, path: str | Path) -> nnx.Module:
+def load_params(model: nnx.Module, path: PathLike) -> nnx.Module:
     """Restores parameters saved by :func:`save_params` into ``model`` (any mesh: the
     parameters land with ``model``'s current shardings)."""
-    path = Path(path).absolute()
+    path = as_path(path)
     if not path.exists():
         raise ValueError(f"no saved parameters at {str(path)!r}")
     abstract = jax.tree.map(
@@ -93,9 +94,9 @@ def config_from_dict(cls: type, values: Mapping[str, Any], where: str = "config"
     return cls(**kwargs)
 
 
-def load_run_config(run_dir: str | Path) -> TrainConfig:
+def load_run_config(run_dir: PathLike) -> TrainConfig:
     """The resolved ``TrainConfig`` a ``memarch train`` run saved in ``run_dir/config.json``."""
-    config_file = Path(run_dir) / CONFIG_FILE
+    config_file = as_path(run_dir) / CONFIG_FILE
     if not config_file.is_file():
         raise ValueError(
             f"checkpoint {str(run_dir)!r} must be a `memarch train` run directory with "
@@ -119,16 +120,16 @@ def upgrade_saved_config(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def run_checkpoint_dir(cfg: TrainConfig, run_dir: str | Path) -> Path:
+def run_checkpoint_dir(cfg: TrainConfig, run_dir: PathLike) -> epath.Path:
     """Where run ``run_dir`` of ``cfg`` keeps its checkpoints (``checkpoint.directory`` or
     ``run_dir/checkpoints``)."""
     if cfg.checkpoint.directory:
-        return Path(cfg.checkpoint.directory)
-    return Path(run_dir) / CHECKPOINTS_DIR
+        return as_path(cfg.checkpoint.directory)
+    return as_path(run_dir) / CHECKPOINTS_DIR
 
 
 def restore_run_params(
-    model: nnx.Module, cfg: TrainConfig, run_dir: str | Path, *, step: int | None = None
+    model: nnx.Module, cfg: TrainConfig, run_dir: PathLike, *, step: int | None = None
 ) -> tuple[nnx.Module, str]:
     """``(model, source)``: ``model`` with the parameters of run ``run_dir`` (saved with
     ``cfg``, its own config, which fixes the train-state layout) and a phrase saying where
@@ -139,7 +140,7 @@ def restore_run_params(
     than ``params/`` after a resumed run stopped early); ``params/`` only when the run has no
     checkpoints. Checkpoints are opened read-only. ``ValueError`` (a
     :class:`~memarch.train.checkpoint.CheckpointError` for a bad checkpoint) otherwise."""
-    run = Path(run_dir)
+    run = as_path(run_dir)
     directory = run_checkpoint_dir(cfg, run)
     steps = checkpoint_steps(directory)
     if step is not None and step not in steps:
@@ -170,12 +171,12 @@ def restore_run_params(
     return model, source
 
 
-def load_run_params(model: nnx.Module, cfg: TrainConfig, run_dir: str | Path) -> nnx.Module:
+def load_run_params(model: nnx.Module, cfg: TrainConfig, run_dir: PathLike) -> nnx.Module:
     """``model`` with the parameters of run ``run_dir`` (:func:`restore_run_params`)."""
     return restore_run_params(model, cfg, run_dir)[0]
 
 
-def load_run(run_dir: str | Path) -> tuple[TrainConfig, nnx.Module]:
+def load_run(run_dir: PathLike) -> tuple[TrainConfig, nnx.Module]:
     """``(TrainConfig, model)`` of a ``memarch train`` run directory (see
     :func:`load_run_config` and :func:`restore_run_params`)."""
     cfg = load_run_config(run_dir)

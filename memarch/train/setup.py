@@ -18,6 +18,7 @@ from flax import nnx
 
 from memarch.models.lm import LM
 from memarch.train.config import TrainConfig
+from memarch.train.mesh import compute_shardings
 from memarch.train.optimizer import make_optimizer, make_schedule
 from memarch.train.step import init_state, make_train_step
 
@@ -67,7 +68,9 @@ class TrainSetup:
     def train_step(self, *, state_shardings: Any = None, batch_shardings: Any = None) -> Callable:
         """The jitted ``step(state, batch) -> (state, metrics)`` with the config's gradient
         accumulation, compute dtype and non-finite policy (see
-        :func:`memarch.train.step.make_train_step`)."""
+        :func:`memarch.train.step.make_train_step`); with ``state_shardings``, the weights are
+        gathered over the data-parallel axes for the forward and backward pass
+        (:func:`memarch.train.mesh.compute_shardings`)."""
         return make_train_step(
             self.graphdef,
             self.tx,
@@ -77,6 +80,11 @@ class TrainSetup:
             state_shardings=state_shardings,
             batch_shardings=batch_shardings,
             num_classes=predicted_vocab(self.cfg),
+            param_compute_shardings=(
+                None
+                if state_shardings is None
+                else compute_shardings(self.cfg.mesh, state_shardings["params"])
+            ),
         )
 
 

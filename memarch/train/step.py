@@ -95,6 +95,7 @@ def make_train_step(
     state_shardings: Any = None,
     batch_shardings: Any = None,
     num_classes: int | None = None,
+    param_compute_shardings: Any = None,
 ) -> Callable:
     """Returns the jitted ``step(state, batch) -> (state, metrics)`` (state donated).
 
@@ -105,6 +106,9 @@ def make_train_step(
     result equals the single-batch step up to float rounding. ``compute_dtype="bfloat16"``
     casts a copy of the float32 master weights for the forward and backward pass.
     ``num_classes``: the loss predicts only ids below it (see :func:`masked_ce_sums`).
+    ``param_compute_shardings``: the shardings the (cast) parameters are constrained to before
+    the forward pass — gathered over the data-parallel axes
+    (:func:`memarch.train.mesh.compute_shardings`); None leaves the choice to the partitioner.
     Every step checks its loss, its gradient norm and every floating array of the updated
     parameters and optimiser state for NaN/inf (one fused reduction per array):
     ``metrics["finite"]`` is true when the returned state passed. With ``skip_nonfinite``
@@ -119,6 +123,8 @@ def make_train_step(
     def loss_fn(params, batch, denom):
         if dtype != jnp.float32:
             params = _cast_floats(params, dtype)
+        if param_compute_shardings is not None:
+            params = jax.lax.with_sharding_constraint(params, param_compute_shardings)
         model = nnx.merge(graphdef, params)
         logits, aux, stats = forward(model, batch)
         ce_sum, correct, n = masked_ce_sums(logits, batch["targets"], num_classes)

@@ -22,16 +22,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from memarch.data.pipeline import train_examples
+from memarch.errors import ConfigError
 from memarch.models.lm import LM
 from memarch.train.checkpoint import Checkpointer, abstract_like
 from memarch.train.config import TrainConfig
@@ -39,10 +40,12 @@ from memarch.train.distributed import initialize
 from memarch.train.input import BatchLoader
 from memarch.train.mesh import batch_sharding, make_mesh, replicated, tree_shardings
 from memarch.train.metrics import MetricWriter, compiled_flops, mfu
+from memarch.train.profile import StepProfiler
 from memarch.train.resume import plan_run
 from memarch.train.run_dir import PARAMS_DIR, save_params, write_run_config
 from memarch.train.setup import make_setup
 from memarch.train.validation import validate
+from memarch.train.workdir import PathLike
 
 Evaluation = Callable[[LM, int], dict[str, Any]]
 """``evaluate(model, step) -> metrics``: values are floats or ``{slice: float}`` maps (e.g.
@@ -60,7 +63,7 @@ class TrainResult:
     preempted: bool = False  # stopped early by SIGTERM/SIGINT (a checkpoint was saved)
     resumed_from: int | None = None  # the checkpoint step this run started from
     skipped_steps: int = 0  # steps skipped as non-finite (on_nonfinite=skip)
-    run_dir: Path | None = None  # the run directory written (a new subdirectory with new_run)
+    run_dir: epath.Path | None = None  # the run directory written (a new subdirectory with new_run)
 
 
 class _Preemption:
@@ -128,7 +131,7 @@ def eval_row(result: dict) -> dict:
 def train(
     cfg: TrainConfig,
     *,
-    workdir: str | Path | None = None,
+    workdir: PathLike | None = None,
     progress: bool = False,
     resume: bool | str = False,
     new_run: bool = False,
@@ -145,7 +148,10 @@ def train(
 
     With ``workdir``: the resolved config (``config.json``), metrics (``metrics.jsonl``,
     ``tensorboard/``), verified orbax checkpoints (``checkpoints/``) and the final
-    parameters (``params/``). A ``workdir`` that already holds a run is refused unless
+    parameters (``params/``); with ``cfg.profile.num_steps``, a ``jax.profiler`` trace
+    (``profile/``, :mod:`memarch.train.profile`). ``workdir`` may be a local folder or an
+    object-store URL such as ``gs://bucket/run`` (:mod:`memarch.train.workdir`).
+    A ``workdir`` that already holds a run is refused unless
     ``resume`` is set, or ``new_run=True`` trains into a new subdirectory of it
     (``TrainResult.run_dir``). ``resume=True`` continues from the newest checkpoint there
     that verifies (naming the newer ones it passed over; an error if there is none),
@@ -163,6 +169,8 @@ def train(
     """
     initialize(cfg.distributed)
     validate(cfg, jax.device_count())
+    if cfg.profile.num_steps and workdir is None:
+        raise ConfigError("profile.num_steps > 0 needs a workdir to write the trace into")
     examples = train_examples(cfg.data)  # data-config errors, before compilation
     plan = plan_run(
         cfg, workdir, resume=resume, new_run=new_run, allow_schedule_change=allow_schedule_change
@@ -216,6 +224,7 @@ def train(
     seq_tokens = int(np.prod(loader.shapes["inputs"]))
 
     writer = MetricWriter(run_dir, tensorboard=cfg.tensorboard)
+    profiler = StepProfiler(cfg.profile, run_dir)
     history, evals = [], []
     pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet checked
     window: list[dict] = []  # host metrics since the last log
@@ -286,8 +295,10 @@ def train(
     with _Preemption() as preemption:
         try:
             for step in steps:
+                profiler.before(step)
                 state, metrics = compiled(state, loader(step))
                 done = step + 1
+                profiler.after(done, state)
                 pending.append((done, metrics))
                 window_steps += 1
                 if bar is not None:
@@ -337,6 +348,7 @@ def train(
                     )
                     break
         finally:
+            profiler.close()
             if bar is not None:
                 bar.close()
             loader.close()

@@ -86,6 +86,14 @@ def validate(cfg: TrainConfig, num_devices: int, *, data: bool = True) -> dict[s
     _positive("checkpoint.every", cfg.checkpoint.every, 0)
     _positive("checkpoint.keep", cfg.checkpoint.keep)
     _positive("max_consecutive_skips", cfg.max_consecutive_skips)
+    _positive("profile.start_step", cfg.profile.start_step, 0)
+    _positive("profile.num_steps", cfg.profile.num_steps, 0)
+    end = cfg.profile.start_step + cfg.profile.num_steps
+    if cfg.profile.num_steps and end > cfg.num_steps:
+        raise ConfigError(
+            f"profile: the traced steps [{cfg.profile.start_step}, {end}) must lie within the "
+            f"run's num_steps ({cfg.num_steps}); lower profile.start_step or profile.num_steps"
+        )
     if cfg.compute_dtype not in COMPUTE_DTYPES:
         raise ConfigError(
             f"compute_dtype must be one of {list(COMPUTE_DTYPES)}; got {cfg.compute_dtype!r}"

@@ -226,3 +226,20 @@ def test_cli_needle_grid_prints_the_table_and_draws_the_heatmap(run_dir, capsys)
     assert (run_dir / "eval" / "needle_text_single.png").stat().st_size > 0
     assert main([*argv, "--needle-family=haystack"]) == 2
     assert "family must be one of" in capsys.readouterr().err
+
+
+def test_write_results_into_a_bucket_url(tmp_path, monkeypatch):
+    """``RUN/eval/lm_eval-<time>.json`` for a ``gs://`` run directory lands in the bucket
+    (tests/fake_gcs.py), holding the JSON-able parts only; nothing is written locally."""
+    from fake_gcs import BUCKET, fake_gcs, local_files
+
+    from memarch.eval.lm_harness import write_results
+
+    for root, cwd in fake_gcs(tmp_path, monkeypatch):
+        path = write_results(
+            {"results": {"t": {"acc,none": 0.5}}, "samples": [object()]}, f"gs://{BUCKET}/run"
+        )
+        assert str(path).startswith(f"gs://{BUCKET}/run/eval/lm_eval-")
+        (local,) = (root / BUCKET / "run" / "eval").iterdir()
+        assert json.loads(local.read_text()) == {"results": {"t": {"acc,none": 0.5}}}
+        assert local_files(cwd) == []

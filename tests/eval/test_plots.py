@@ -65,3 +65,23 @@ def test_slice_accuracy_bars(tmp_path):
     plot_slice_accuracy(results, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     assert np.isfinite(path.stat().st_size)
+
+
+@pytest.fixture
+def fake_gcs(tmp_path, monkeypatch):
+    from fake_gcs import fake_gcs as fake_gcs_folder
+
+    yield from fake_gcs_folder(tmp_path, monkeypatch)
+
+
+def test_plot_into_a_bucket_url(fake_gcs):
+    """A plot written into a ``gs://`` run directory lands in the bucket (rendered in memory,
+    written through etils.epath), and nothing is written locally."""
+    from fake_gcs import BUCKET, local_files
+
+    root, cwd = fake_gcs
+    url = f"gs://{BUCKET}/run/eval/needle.png"
+    path = plot_needle_heatmap({(0.0, 256): 1.0, (50.0, 256): 0.5}, url)
+    assert str(path) == url
+    assert _is_png(root / BUCKET / "run" / "eval" / "needle.png")
+    assert local_files(cwd) == [] and not (cwd / "gs:").exists()

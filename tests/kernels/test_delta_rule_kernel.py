@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from memarch.kernels import compile_target
 from memarch.kernels import delta_rule as kernel
 from memarch.ops import delta_rule, gated_delta_rule
 from memarch.ops._dispatch import resolve_impl
@@ -176,19 +177,19 @@ def test_segment_ids_fall_back_to_chunk():
     assert_all_close(out, run(op_fn(True, "naive", 16, seg), args), F32_TOL)
 
 
-def test_resolve_impl(monkeypatch):
+def test_resolve_impl():
     seg = jnp.zeros((1, 4), jnp.int32)
     assert resolve_impl("pallas", kernel, chunk_size=64, segment_ids=None) == "pallas"
     assert resolve_impl("naive", kernel, chunk_size=48, segment_ids=None) == "naive"
-    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert resolve_impl("auto", kernel, chunk_size=64, segment_ids=None) == "chunk"
+    with compile_target("cpu"):
+        assert resolve_impl("auto", kernel, chunk_size=64, segment_ids=None) == "chunk"
     for accel in ("gpu", "tpu"):
-        monkeypatch.setattr(jax, "default_backend", lambda accel=accel: accel)
-        assert resolve_impl("auto", kernel, chunk_size=64, segment_ids=None) == "pallas"
-        assert resolve_impl("auto", kernel, chunk_size=64, segment_ids=seg) == "chunk"
-        assert (
-            resolve_impl("auto", kernel, chunk_size=48, segment_ids=None) == "chunk"
-        )  # not a power of two
+        with compile_target(accel):
+            assert resolve_impl("auto", kernel, chunk_size=64, segment_ids=None) == "pallas"
+            assert resolve_impl("auto", kernel, chunk_size=64, segment_ids=seg) == "chunk"
+            assert (
+                resolve_impl("auto", kernel, chunk_size=48, segment_ids=None) == "chunk"
+            )  # not a power of two
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """Kernel-specific tests for memarch.kernels.gla (Pallas chunked GLA) against the naive op: the
-"loop" (GPU) schedule, the NaN-poisoned TPU interpreter, lowering for devices, dispatch, the
-segment_ids fallback and bad input. The grid-schedule and bf16 kernel == naive comparisons
-(GLA and linear attention) run from the op table, tests/ops/test_op_harness.py.
+"loop" (GPU) schedule, the NaN-poisoned TPU interpreter, dispatch, the segment_ids fallback
+and bad input (compiling for TPU: tests/kernels/test_kernel_compile.py). The grid-schedule and
+bf16 kernel == naive comparisons (GLA and linear attention) run from the op table,
+tests/ops/test_op_harness.py.
 
 Criterion (docs/linear_attention.md §Test criterion): rel-RMS via memarch.testing.assert_close on
 o, S_T and the gradients of q, k, v, g, S_0 through the loss Σ(o⊙dO) + Σ(S_T⊙dS_T); fp32 1e-4.
-``interpret=None`` interprets on CPU and compiles on GPU/TPU, so the same tests check the
-compiled kernels where a device is present. Shapes are tiny: interpret mode copies whole
+``interpret=None`` interprets for a CPU target and compiles for GPU/TPU, so the same tests
+check the compiled kernels where a device is present. Shapes are tiny: interpret mode copies whole
 buffers per grid step and its compile time dominates.
 """
 
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memarch.kernels import _platform
+from memarch.kernels import compile_target
 from memarch.kernels import gla as gla_kernel
 from memarch.kernels.gla import gla_pallas
 from memarch.ops import gla
@@ -95,39 +96,6 @@ def test_tpu_interpreter_with_poisoned_memory(per_channel):
     assert_all_close(fwd_bwd(run, x), ref, F32_TOL)
 
 
-@pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")
-@pytest.mark.parametrize("platform", ["tpu", "cuda"])
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_kernels_lower_for_devices(platform, per_channel):
-    """Without a device, lower (not compile) forward + backward for TPU (Mosaic, "grid") and for
-    an abstract H100 (Triton, "loop"): both pallas_calls must become kernel custom calls."""
-    b, t, h, dk, dv = 2, 100, 2, 64, 32
-    q = jax.ShapeDtypeStruct((b, t, h, dk), jnp.float32)
-    v = jax.ShapeDtypeStruct((b, t, h, dv), jnp.float32)
-    g = jax.ShapeDtypeStruct((b, t, h, dk) if per_channel else (b, t, h), jnp.float32)
-    schedule = "grid" if platform == "tpu" else "loop"
-    run = functools.partial(gla_pallas, chunk_size=32, interpret=False, schedule=schedule)
-
-    def grads(q, k, v, g):
-        loss = lambda *a: sum(jnp.sum(x) for x in run(*a, output_final_state=True))
-        return jax.grad(loss, argnums=(0, 1, 2, 3))(q, k, v, g)
-
-    target = "tpu_custom_call" if platform == "tpu" else "__gpu$xla.gpu.triton"
-    checks = [jax.export.DisabledSafetyCheck.custom_call(target)]
-    export = jax.export.export(jax.jit(grads), platforms=(platform,), disabled_checks=checks)
-    if platform == "tpu":
-        exported = export(q, q, v, g)
-    else:
-        h100 = jax.sharding.AbstractDevice(
-            device_kind="NVIDIA H100", num_cores=None, platform="cuda"
-        )
-        with jax.sharding.use_abstract_mesh(
-            jax.sharding.AbstractMesh((1,), ("x",), abstract_device=h100)
-        ):
-            exported = export(q, q, v, g)
-    assert exported.mlir_module().count(f"custom_call @{target}(") == 2
-
-
 def test_op_dispatch_and_no_final_state():
     """gla(impl="pallas") runs the kernel (a pallas_call in the jaxpr), returns no state unless
     asked, and its gradients match the chunk form when only o is used."""
@@ -159,18 +127,17 @@ def test_segment_ids_fall_back_to_chunk_form():
     assert_close("S_T", out[1], ref[1], F32_TOL)
 
 
-def test_auto_picks_pallas_only_on_device_backends(monkeypatch):
+def test_auto_picks_pallas_only_on_device_targets():
     seg = jnp.zeros((1, 4), jnp.int32)
-    assert (
-        resolve_impl("auto", gla_kernel, chunk_size=64, segment_ids=None) == "chunk"
-    )  # the test host is a CPU
-    monkeypatch.setattr(_platform, "backend", lambda: "tpu")
-    assert resolve_impl("auto", gla_kernel, chunk_size=64, segment_ids=None) == "pallas"
-    assert resolve_impl("auto", gla_kernel, chunk_size=64, segment_ids=seg) == "chunk"
-    assert (
-        resolve_impl("auto", gla_kernel, chunk_size=24, segment_ids=None) == "chunk"
-    )  # not a kernel chunk size
-    assert resolve_impl("naive", gla_kernel, chunk_size=64, segment_ids=None) == "naive"
+    with compile_target("cpu"):
+        assert resolve_impl("auto", gla_kernel, chunk_size=64, segment_ids=None) == "chunk"
+    with compile_target("tpu"):
+        assert resolve_impl("auto", gla_kernel, chunk_size=64, segment_ids=None) == "pallas"
+        assert resolve_impl("auto", gla_kernel, chunk_size=64, segment_ids=seg) == "chunk"
+        assert (
+            resolve_impl("auto", gla_kernel, chunk_size=24, segment_ids=None) == "chunk"
+        )  # not a kernel chunk size
+        assert resolve_impl("naive", gla_kernel, chunk_size=64, segment_ids=None) == "naive"
 
 
 def test_effective_chunk():

@@ -1,6 +1,8 @@
 """Tests for memarch.kernels._sharding: Pallas kernels under a sharded jit.
 
-The end-to-end check runs in a fresh interpreter with 8 fake CPU devices (the device count must
+:func:`kernel_mesh` (the current mesh, else the inputs' mesh) is checked on traced types; the
+inputs-only path end to end by tests/kernels/test_kernel_compile.py (v5e:2x2). The end-to-end
+check here runs in a fresh interpreter with 8 fake CPU devices (the device count must
 be set before JAX starts): gla, gated_delta_rule and decay_attention (GQA, forget gate + key
 slope) with impl="pallas" under ``jax.set_mesh`` on a (data 2, fsdp 2, tensor 2) mesh, with
 batch- and head-sharded inputs, must equal the unsharded run on outputs, final states and every
@@ -17,9 +19,11 @@ import textwrap
 from pathlib import Path
 
 import jax
-from jax.sharding import AbstractMesh
+import numpy as np
+from jax.sharding import AbstractMesh, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from memarch.kernels._sharding import batch_head_spec, shard_batch_heads
+from memarch.kernels._sharding import batch_head_spec, kernel_mesh, shard_batch_heads
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,3 +128,17 @@ def test_no_mesh_calls_directly():
 
     assert int(shard_batch_heads(fn, jax.numpy.zeros((2, 3)))[0, 0]) == 1
     assert calls == [True]
+
+
+def test_kernel_mesh_is_the_current_mesh_else_the_inputs_mesh():
+    cpu = np.array(jax.devices()[:1])
+    placed = jax.ShapeDtypeStruct(
+        (2, 3), np.float32, sharding=NamedSharding(Mesh(cpu, ("data",)), P())
+    )
+    seen = []
+    trace = lambda: jax.jit(lambda x: seen.append(kernel_mesh(None, x)) or x).trace(placed)
+    trace()  # no mesh set: the mesh the input was placed on
+    with jax.set_mesh(Mesh(cpu, ("tensor",))):  # a current mesh wins
+        trace()
+    assert [m.axis_names for m in seen] == [("data",), ("tensor",)]
+    assert kernel_mesh(jax.numpy.ones(2)).empty

@@ -55,3 +55,16 @@ def test_segments_do_not_leak():
 def test_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         ShortConv(4, **{"kernel_size": 4, **kw}, rngs=nnx.Rngs(0))
+
+
+def test_bias_is_added_before_the_activation():
+    conv = ShortConv(6, 3, activation="identity", bias=True, rngs=nnx.Rngs(0))
+    conv.bias[...] = jnp.arange(6, dtype=jnp.float32)
+    x = np.asarray(jax.random.normal(jax.random.key(4), (2, 5, 6)))
+    y, _ = conv(jnp.asarray(x))
+    want = reference(x, np.asarray(conv.weight[...])) + np.arange(6)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    silu = ShortConv(6, 3, bias=True, rngs=nnx.Rngs(0))
+    silu.bias[...] = conv.bias[...]
+    np.testing.assert_allclose(silu(jnp.asarray(x))[0], jax.nn.silu(y), rtol=1e-5, atol=1e-6)
+    assert ShortConv(6, 3, rngs=nnx.Rngs(0)).bias is None

@@ -1,10 +1,12 @@
 import dataclasses
 
+import jax
 import pytest
+from jax.sharding import AbstractMesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from memarch.train.config import MeshConfig, TrainConfig, apply_overrides
-from memarch.train.mesh import logical_axes, mesh_shape, partition_spec
+from memarch.train.mesh import compute_shardings, logical_axes, mesh_shape, partition_spec
 from memarch.train.validation import validate
 
 SIZES = {"data": 2, "fsdp": 2, "tensor": 2}
@@ -98,3 +100,21 @@ def test_config_errors_fail_before_compilation(monkeypatch):
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, vocab_size=16))
         with pytest.raises(ValueError, match=match):
             trainer.train(cfg)
+
+
+@pytest.mark.parametrize(
+    "rules,spec,want",
+    [
+        (None, P("fsdp", "tensor"), P(None, "tensor")),  # an input projection [D, H·d]
+        (None, P("tensor", "fsdp"), P("tensor", None)),  # an output projection [H·d, D]
+        (None, P(("data", "fsdp"), None), P(None, None)),
+        (None, P(None, ("fsdp", "tensor")), P(None, "tensor")),
+        ((("batch", "data"),), P("fsdp", "tensor"), P("fsdp", "tensor")),  # fsdp not a batch axis
+    ],
+)
+def test_compute_shardings_gather_weights_over_the_batch_axes(rules, spec, want):
+    cfg = MeshConfig() if rules is None else MeshConfig(rules=rules)
+    mesh = AbstractMesh((2, 2, 2), ("data", "fsdp", "tensor"))
+    got = compute_shardings(cfg, {"w": NamedSharding(mesh, spec)})
+    assert got["w"].spec == want and got["w"].mesh == mesh
+    assert jax.tree.structure(got) == jax.tree.structure({"w": 0})
