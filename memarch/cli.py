@@ -4,6 +4,7 @@ and ``demo``.
 memarch train --config configs/mqar_attention.py --workdir runs/attn optim.learning_rate=1e-3
 memarch train --config configs/mqar_attention.py --workdir runs/attn --resume   # after a stop
 memarch train --config configs/mqar_attention.py --workdir runs/attn --resume=auto  # if possible
+memarch train --config runs/gla --workdir runs/gla --resume data.text_file=… num_steps=… # fine-tune
 memarch train --config configs/lm_340m_hybrid.py mesh.data=2 mesh.fsdp=2 mesh.tensor=2
 memarch eval  --config configs/mqar_attention.py --workdir runs/attn
 memarch eval  --checkpoint runs/attn --task needle data.eval_slices='((256,1),)'
@@ -40,7 +41,7 @@ from memarch.data.needle_text import TextNeedleConfig, load_haystack
 from memarch.data.prepare import main as prepare_main
 from memarch.data.tasks import get_task
 from memarch.demo import run_demo
-from memarch.errors import user_error_lines
+from memarch.errors import UserError, user_error_lines
 from memarch.eval.extraction import compare_passes, passes_table
 from memarch.eval.lm_session import LMSession
 from memarch.eval.needle_text import evaluate_needle_grid, needle_grid_table, write_needle_heatmap
@@ -52,7 +53,7 @@ from memarch.train.config import apply_overrides, load_config
 from memarch.train.run_dir import load_run_config, restore_run_params
 from memarch.train.setup import build_model
 from memarch.train.trainer import train
-from memarch.train.workdir import as_path
+from memarch.train.workdir import as_path, is_url
 
 RESUME_CHOICES = {"latest": True, "auto": "auto"}  # --resume[=auto] -> train(resume=...)
 
@@ -70,9 +71,19 @@ def _resume_mode(args) -> bool | str:
     raise ValueError(f"--resume accepts no value or 'auto'; got {args.resume!r}")
 
 
+def _train_config(args):
+    """``--config``: a ``configs/*.py`` file, or a run directory (e.g. one written by
+    ``memarch convert from-fla``) whose saved ``config.json`` is the config."""
+    if is_url(args.config) or as_path(args.config).is_dir():
+        if args.tiny:
+            raise UserError("--tiny applies to a config file, not to a run directory")
+        return load_run_config(args.config)
+    return load_config(args.config, tiny=args.tiny)
+
+
 def _cmd_train(args) -> int:
     resume = _resume_mode(args)
-    cfg = apply_overrides(load_config(args.config, tiny=args.tiny), args.overrides)
+    cfg = apply_overrides(_train_config(args), args.overrides)
     workdir = args.workdir or f"runs/{cfg.name}"
     try:
         res = train(
@@ -332,7 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memarch", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one config")
-    t.add_argument("--config", required=True, help="a configs/*.py file with get_config()")
+    t.add_argument(
+        "--config",
+        required=True,
+        help="a configs/*.py file with get_config(), or a run directory (its config.json: "
+        "e.g. fine-tuning a converted fla checkpoint with --workdir RUN --resume)",
+    )
     t.add_argument("--workdir", help="run directory (default runs/<name>)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument(

@@ -6,7 +6,7 @@ read with ``safetensors.numpy`` (no torch) — builds the matching memarch
 :class:`~memarch.models.lm.LMConfig` (:mod:`memarch.convert.fla_config`), maps every tensor
 (:mod:`memarch.convert.fla_tensors`) and writes a run directory as ``memarch train`` does:
 ``config.json`` (a :class:`~memarch.train.config.TrainConfig` with task ``text``) and
-``params/`` (orbax), which ``memarch eval``, ``memarch generate``,
+``params/`` (orbax), which ``memarch eval``, :func:`memarch.models.generate.generate`,
 :meth:`memarch.eval.lm_session.LMSession.from_run_dir` and a fine-tuning run starting from
 these parameters read. Tokenizer files present (``tokenizer.json``, ``tokenizer.model``, ...)
 are copied to ``tokenizer/`` and named by ``data.tokenizer``. The source ``config.json`` is kept

@@ -16,7 +16,8 @@
     computed another way), which is allowed;
   - *schedule* (``num_steps``, ``optim.learning_rate``, ``optim.warmup_steps``,
     ``optim.schedule``, ``optim.end_lr_ratio``): the learning rate at a step changes, which
-    needs ``allow_schedule_change=True``;
+    needs ``allow_schedule_change=True`` — unless the newest checkpoint is step 0 (a
+    converted checkpoint's start state: no step ran under the saved schedule);
   - anything else (logging, evaluation, checkpoint cadence, mesh, …) is allowed and listed.
 
 The work directory may be a local folder or an object-store URL (``gs://bucket/run``,
@@ -214,7 +215,11 @@ def plan_run(
         messages += [
             f"{cfg.name}: {line}"
             for line in check_resume_config(
-                saved, cfg, allow_schedule_change=allow_schedule_change, where=str(run_dir)
+                saved,
+                cfg,
+                # from checkpoint 0 (e.g. an imported model) no step ran on the old schedule
+                allow_schedule_change=allow_schedule_change or max(steps) == 0,
+                where=str(run_dir),
             )
         ]
     return RunPlan(run_dir, checkpoints, True, tuple(messages))

@@ -154,6 +154,21 @@ def test_run_directory_round_trip_through_the_command_line(name, tmp_path):
         json.loads((back / "config.json").read_text())["model_type"]
         == json.loads((src / "config.json").read_text())["model_type"]
     )
+    # fine-tuning: `memarch train --config RUN --workdir RUN --resume` continues from checkpoint
+    # 0 on a new corpus and schedule (no step ran under the imported run's schedule)
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(
+        "\n\n".join(" ".join(f"w{i}" for i in rng.integers(3, 128, 40)) for _ in range(100))
+    )
+    train = ["train", "--config", str(run), "--workdir", str(run), "--resume", "--no-progress"]
+    overrides = [f"data.text_file='{corpus}'", f"data.data_dir='{tmp_path / 'data'}'"]
+    overrides += ["num_steps=1", "batch_size=2", "data.seq_len=32", "eval_every=0"]
+    assert cli_main([*train, *overrides]) == 0
+    assert (run / "checkpoints" / "1").is_dir()
+    tuned = LMSession.from_run_dir(run)
+    assert "checkpoint 1" in tuned.source
+    assert float(rel_rms(tuned.model(jnp.asarray(ref["input_ids"]))[0], logits)) > 1e-6
 
 
 def test_gla_unfused_norm_names_its_tensor_g_norm():
