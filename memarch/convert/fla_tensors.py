@@ -17,7 +17,9 @@ layouts:
   ``lb_l = cumsum(softmax(lower_bounds, 0))_l − softmax(·)_0`` (computed in float64); the way
   back takes ``p_0 = 1 − lb_{L−1}``, ``p_l = lb_l − lb_{l−1}`` and ``log p`` (which fla's
   softmax maps to the same ``p``), so it needs every layer to be an HGRN2 layer with
-  non-decreasing bounds below 1.
+  non-decreasing bounds below 1. In float32 that round trip may move a bound by an ulp, so
+  import settles the bounds on a fixed point of it (a few ulps from the exact values), and
+  import → export → import is bit-identical.
 
 :func:`rules` lists the rules of a model; :func:`fla_to_memarch` / :func:`memarch_to_fla`
 apply them and check that every tensor on both sides is used exactly once with its shape.
@@ -86,31 +88,53 @@ def _stack_linear(srcs: Sequence[str], dst: str) -> Rule:
     )
 
 
+_FIXED_POINT_STEPS = 8  # bound of the fixed-point iteration of HGRN2's lower bounds
+
+
 def _lower_bounds(layers: Sequence[int], num_layers: int) -> Rule:
     """``model.lower_bounds [L, D]`` <-> every HGRN2 layer's ``lower_bound [D]``."""
     dsts = tuple(f"blocks/{i}/mixer/lower_bound" for i in layers)
 
-    def fwd(a):
-        raw = a[0].astype(np.float64)
+    every_layer = list(layers) == list(range(num_layers))
+
+    def bounds(logits: np.ndarray) -> np.ndarray:
+        raw = logits.astype(np.float64)
         e = np.exp(raw - raw.max(0, keepdims=True))
         p = e / e.sum(0, keepdims=True)
-        lb = np.cumsum(p, 0) - p[0]
-        return [lb[i].astype(np.float32) for i in layers]
+        return (np.cumsum(p, 0) - p[0]).astype(np.float32)
 
-    def inv(a):
-        if list(layers) != list(range(num_layers)):
-            raise ConvertError(
-                "HGRN2 lower bounds export needs every layer to be an HGRN2 layer (fla derives "
-                "them from one model-level softmax over all layers)"
-            )
-        lb = np.stack([x.astype(np.float64) for x in a])
+    def fwd(a):
+        lb = bounds(a[0])
+        # The float32 round trip bounds -> logits -> bounds may move a bound by an ulp. Move to
+        # a fixed point of that map first (a few ulps from the exact bounds; it settles in one
+        # or two steps), so that import -> export -> import gives bit-identical parameters.
+        for _ in range(_FIXED_POINT_STEPS if every_layer else 0):
+            try:
+                again = bounds(logits_of(lb))
+            except ConvertError:  # bounds fla cannot hold (not increasing): exported never
+                break
+            if np.array_equal(again, lb):
+                break
+            lb = again
+        return [lb[i] for i in layers]
+
+    def logits_of(lb: np.ndarray) -> np.ndarray:
+        lb = lb.astype(np.float64)
         p = np.concatenate([1.0 - lb[-1:], np.diff(lb, axis=0)])
         if np.any(lb[0] != 0) or np.any(p <= 0):
             raise ConvertError(
                 "HGRN2 lower bounds cannot be written as fla's model.lower_bounds: they must be "
                 "0 in layer 0, strictly increasing over layers and below 1"
             )
-        return [np.log(p).astype(np.float32)]
+        return np.log(p).astype(np.float32)
+
+    def inv(a):
+        if not every_layer:
+            raise ConvertError(
+                "HGRN2 lower bounds export needs every layer to be an HGRN2 layer (fla derives "
+                "them from one model-level softmax over all layers)"
+            )
+        return [logits_of(np.stack(a))]
 
     return Rule(("model.lower_bounds",), dsts, fwd, inv)
 
